@@ -1,0 +1,130 @@
+"""Adversaries on normalised observations inside an l_p ball B_p(s, eps), p in {2, inf}.
+
+Every perturbation is projected into the ball, and the projection is asserted.
+
+* ``project_to_ball`` / ``random_in_ball``: the geometry.
+* ``maximize_tv``: projected gradient ascent with random restarts on TV(pi(.|s), pi(.|s')),
+  the strongest per-state attack on the certified quantity. Its value is a lower bound on
+  sup_{s'} TV, the left end of the sandwich attack <= true <= local bound <= global bound.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from pruningrl.bounds import _check_eps, parse_norm
+from pruningrl.policies import CategoricalPolicy, GaussianPolicy
+
+#: Slack allowed by ``assert_in_ball`` for floating-point round-off.
+BALL_TOLERANCE = 1e-6
+
+
+def project_to_ball(delta: torch.Tensor, eps: float, norm: str | float = "inf") -> torch.Tensor:
+    """The Euclidean projection of each row of ``delta`` onto {d : ||d||_p <= eps}."""
+    p = parse_norm(norm)
+    if p == math.inf:
+        return delta.clamp(-eps, eps)
+    length = delta.norm(dim=-1, keepdim=True)
+    return delta * torch.clamp(eps / length.clamp_min(1e-30), max=1.0)
+
+
+def assert_in_ball(delta: torch.Tensor, eps: float, norm: str | float = "inf") -> None:
+    """Raise AssertionError if any row of ``delta`` leaves the ball (up to round-off)."""
+    p = parse_norm(norm)
+    size = delta.abs().amax(-1) if p == math.inf else delta.norm(dim=-1)
+    worst = float(size.max()) if size.numel() else 0.0
+    if worst > eps * (1 + BALL_TOLERANCE) + BALL_TOLERANCE:
+        raise AssertionError(f"perturbation of size {worst} leaves the eps={eps} ball")
+
+
+def random_in_ball(
+    shape: tuple[int, ...],
+    eps: float,
+    norm: str | float = "inf",
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Uniform samples from B_p(0, eps): a cube for inf, a ball (radius ~ U^{1/n}) for 2."""
+    p = parse_norm(norm)
+    if p == math.inf:
+        return (2 * torch.rand(shape, generator=generator, dtype=dtype) - 1) * eps
+    direction = torch.randn(shape, generator=generator, dtype=dtype)
+    direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    radius = torch.rand((*shape[:-1], 1), generator=generator, dtype=dtype) ** (1 / shape[-1])
+    return direction * radius * eps
+
+
+def _tv_objective(policy: nn.Module, clean_out: torch.Tensor, attacked: torch.Tensor):
+    """Per-state (surrogate to ascend, exact TV) for the attacked observations."""
+    out = policy(attacked)
+    if isinstance(policy, GaussianPolicy):
+        shift = (out - clean_out) * torch.exp(-policy.log_std)
+        delta = shift.norm(dim=-1)
+        return shift.pow(2).sum(-1), torch.erf(delta / (2 * math.sqrt(2)))
+    if isinstance(policy, CategoricalPolicy):
+        tv = 0.5 * (torch.softmax(out, -1) - torch.softmax(clean_out, -1)).abs().sum(-1)
+        return tv, tv
+    raise ValueError(f"maximize_tv needs a GaussianPolicy or CategoricalPolicy, got {type(policy)}")
+
+
+def maximize_tv(
+    policy: nn.Module,
+    states: torch.Tensor,
+    eps: float,
+    norm: str | float = "inf",
+    steps: int = 50,
+    restarts: int = 5,
+    step_size: float | None = None,
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PGD with random restarts on TV(pi(.|s), pi(.|s + delta)), ||delta||_p <= eps.
+
+    l_inf: signed-gradient steps; l_2: normalised-gradient steps. The step size decays
+    linearly from ``step_size`` (default eps / 4) to a tenth of it. Returns the best attacked
+    states found, shape like ``states``, and their exact TV (float64), shape (batch,).
+    """
+    eps, p = _check_eps(eps), parse_norm(norm)
+    states = torch.as_tensor(states, dtype=torch.float32)
+    if states.dim() != 2:
+        raise ValueError(f"states must have shape (batch, obs_dim), got {tuple(states.shape)}")
+    generator = torch.Generator().manual_seed(seed)
+    base_step = eps / 4 if step_size is None else step_size
+    with torch.no_grad():
+        clean_out = policy(states)
+    best_states = states.clone()
+    best_tv = torch.zeros(states.shape[0], dtype=torch.float64)
+    if eps == 0:
+        return best_states, best_tv
+    requires_grad = [q.requires_grad for q in policy.parameters()]
+    for q in policy.parameters():
+        q.requires_grad_(False)
+    try:
+        for restart in range(restarts):
+            delta = random_in_ball(states.shape, eps, norm, generator) if restart else (
+                torch.zeros_like(states) + 1e-3 * eps * torch.randn(states.shape,
+                                                                     generator=generator))
+            for step in range(steps + 1):
+                delta.requires_grad_(True)
+                surrogate, tv = _tv_objective(policy, clean_out, states + delta)
+                improved = tv.detach().to(torch.float64) > best_tv
+                best_tv = torch.where(improved, tv.detach().to(torch.float64), best_tv)
+                best_states[improved] = (states + delta.detach())[improved]
+                if step == steps:
+                    break
+                (grad,) = torch.autograd.grad(surrogate.sum(), delta)
+                size = base_step * (1 - 0.9 * step / max(steps - 1, 1))
+                with torch.no_grad():
+                    if p == math.inf:
+                        delta = delta + size * grad.sign()
+                    else:
+                        delta = delta + size * grad / grad.norm(dim=-1, keepdim=True).clamp_min(
+                            1e-12)
+                    delta = project_to_ball(delta, eps, norm)
+    finally:
+        for q, flag in zip(policy.parameters(), requires_grad, strict=True):
+            q.requires_grad_(flag)
+    assert_in_ball(best_states - states, eps, norm)
+    return best_states, best_tv

@@ -1,0 +1,517 @@
+"""Certified robustness of MLP policies: operator norms, Lipschitz bounds and total variation.
+
+Pure torch, batched over states, no environment. The book derives every statement here
+(chapters "Lipschitz policies and total variation", "Pruning cannot hurt" and "Local bounds").
+
+The certified quantity is sup_{s' in B_p(s, eps)} TV(pi(.|s), pi(.|s')). It is bounded through a
+*statistic* of the output change whose Lipschitz constant we bound:
+
+* Gaussian policy, N(mu(s), Sigma):  Delta = ||Sigma^{-1/2}(mu(s') - mu(s))||_2 and
+  TV = 2 Phi(Delta / 2) - 1 exactly (T1);
+* categorical policy, softmax(z(s)):  osc(z(s') - z(s)) and TV <= min(1, osc / 4) (T2);
+* a bare ``nn.Sequential``: ||f(s') - f(s)||_2 (no TV; Lipschitz constants only).
+
+Bounds on the Lipschitz constant of the statistic, from loosest to tightest:
+
+* ``lipschitz_spectral_product``: prod_l ||W_l||_2 with norm conversions. Sound, but NOT
+  monotone under pruning; never used where monotonicity is claimed.
+* ``lipschitz_layerwise``: prod_l || |W_l| ||, absolute per-layer norms. Monotone.
+* ``lipschitz_abs_product``: || |W_L| ... |W_1| ||, the global bound of T3. Monotone:
+  zeroing any weight can only lower it. ``certified_tv(method="global")`` uses it.
+* ``local_lipschitz``: the same product with each activation's slope replaced by its maximum
+  over interval bounds of the eps-ball (T4). Tighter, state-dependent, NOT monotone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from pruningrl.policies import CategoricalPolicy, GaussianPolicy
+
+Kind = Literal["gaussian", "categorical", "raw"]
+
+SUPPORTED_ACTIVATIONS = {nn.Tanh: "tanh", nn.ReLU: "relu"}
+
+#: Which Lipschitz bounds are monotone (nonincreasing) under elementwise pruning.
+MONOTONE_UNDER_PRUNING: dict[str, bool] = {
+    "abs_product": True,
+    "layerwise": True,
+    "spectral_product": False,
+    "local": False,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a module as an MLP
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MLPView:
+    """A module read as z(s) = W_L act(... act(W_1 s + b_1) ...) + b_L, in float64.
+
+    ``scale`` is the fixed last diagonal layer Sigma^{-1/2} of a Gaussian policy (None
+    otherwise); ``kind`` names the statistic the certificate bounds.
+    """
+
+    weights: tuple[torch.Tensor, ...]
+    biases: tuple[torch.Tensor, ...]
+    activation: str | None
+    scale: torch.Tensor | None
+    kind: Kind
+
+    @property
+    def in_dim(self) -> int:
+        return self.weights[0].shape[1]
+
+
+def parse_norm(norm: str | float | int) -> float:
+    """Map "inf" / "2" (or math.inf / 2) to the input norm p in {2, inf}."""
+    key = str(norm).strip().lower().removeprefix("l")
+    if key in {"inf", "infinity", "linf"} or norm == math.inf:
+        return math.inf
+    if key in {"2", "2.0"}:
+        return 2.0
+    raise ValueError(f"unsupported norm {norm!r}; use 'inf' or '2'")
+
+
+def _check_eps(eps: float) -> float:
+    eps = float(eps)
+    if not math.isfinite(eps) or eps < 0:
+        raise ValueError(f"eps must be a finite number >= 0, got {eps}")
+    return eps
+
+
+def mlp_view(module: nn.Module) -> MLPView:
+    """Read a policy (or a bare ``nn.Sequential``) as an MLP of Linear layers.
+
+    Raises ``ValueError`` naming the offending piece when the module is not
+    ``Linear, act, Linear, act, ..., Linear`` with one supported activation (tanh or ReLU).
+    Weights are read through ``layer.weight``, so masks from ``torch.nn.utils.prune`` count.
+    """
+    scale, kind = None, "raw"
+    if isinstance(module, GaussianPolicy):
+        net, kind = module.net, "gaussian"
+        scale = torch.exp(-module.log_std.detach().to(torch.float64))
+    elif isinstance(module, CategoricalPolicy):
+        net, kind = module.net, "categorical"
+    elif isinstance(module, nn.Sequential):
+        net = module
+    else:
+        raise ValueError(
+            f"cannot certify a {type(module).__name__}: expected a GaussianPolicy, a "
+            "CategoricalPolicy or an nn.Sequential of Linear layers and tanh/ReLU activations"
+        )
+    children = list(net.children())
+    if not children:
+        raise ValueError("cannot certify an empty network")
+    weights, biases, activations = [], [], set()
+    for position, child in enumerate(children):
+        expect_linear = position % 2 == 0
+        if expect_linear:
+            if not isinstance(child, nn.Linear):
+                raise ValueError(
+                    f"layer {position} is {type(child).__name__}, expected nn.Linear: the "
+                    "network must alternate Linear layers and elementwise activations"
+                )
+            weight = child.weight.detach().to(torch.float64)
+            bias = (
+                child.bias.detach().to(torch.float64)
+                if child.bias is not None
+                else torch.zeros(weight.shape[0], dtype=torch.float64)
+            )
+            if weights and weight.shape[1] != weights[-1].shape[0]:
+                raise ValueError(f"layer {position} does not fit the previous layer's width")
+            weights.append(weight)
+            biases.append(bias)
+        else:
+            name = SUPPORTED_ACTIVATIONS.get(type(child))
+            if name is None:
+                raise ValueError(
+                    f"layer {position} is {type(child).__name__}; supported activations are "
+                    "nn.Tanh and nn.ReLU (slopes in [0, 1])"
+                )
+            activations.add(name)
+    if not isinstance(children[-1], nn.Linear):
+        raise ValueError("the network must end with an nn.Linear layer")
+    if len(activations) > 1:
+        raise ValueError(f"mixed activations {sorted(activations)} are not supported")
+    return MLPView(
+        tuple(weights), tuple(biases), activations.pop() if activations else None, scale, kind
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Operator norms
+# ---------------------------------------------------------------------------------------------
+
+
+def _vector_norm(x: torch.Tensor, p: float, dim: int = -1) -> torch.Tensor:
+    return torch.linalg.vector_norm(x, ord=p, dim=dim)
+
+
+def dual_exponent(p: float) -> float:
+    """p* with 1/p + 1/p* = 1, for p in {1, 2, inf}."""
+    return {1.0: math.inf, 2.0: 2.0, math.inf: 1.0}[float(p)]
+
+
+def operator_norm(a: torch.Tensor, p: float, q: float) -> torch.Tensor:
+    """||A||_{p->q} = sup_{x != 0} ||A x||_q / ||x||_p, exactly, for the tractable cases.
+
+    Exact cases: p = 1 (largest column q-norm), q = inf (largest row p*-norm) and p = q = 2
+    (largest singular value). The remaining cases (inf->2, inf->1, 2->1) are NP-hard for a
+    general matrix; use ``abs_operator_norm`` for an upper bound. Batched over leading dims.
+    """
+    p, q = float(p), float(q)
+    if p == 1.0:
+        return _vector_norm(a, q, dim=-2).amax(-1)
+    if q == math.inf:
+        return _vector_norm(a, dual_exponent(p), dim=-1).amax(-1)
+    if p == 2.0 and q == 2.0:
+        return torch.linalg.matrix_norm(a, ord=2)
+    raise ValueError(
+        f"||A||_{{{p}->{q}}} is not tractable for a general matrix; use abs_operator_norm"
+    )
+
+
+def abs_operator_norm(a: torch.Tensor, p: float, q: float) -> torch.Tensor:
+    """|| |A| ||_{p->q} for the entrywise absolute value, exactly, for p, q in {1, 2, inf}.
+
+    For a nonnegative B the supremum is attained at a nonnegative x, so: p = inf gives
+    ||B 1||_q; p = 1 gives the largest column q-norm; 2->2 is the spectral norm; 2->inf the
+    largest row 2-norm; 2->1 is ||B^T 1||_2. It upper-bounds ||A||_{p->q} and is monotone:
+    shrinking any entry of |A| cannot increase it.
+    """
+    b, p, q = a.abs(), float(p), float(q)
+    if p == math.inf:
+        return _vector_norm(b.sum(-1), q)
+    if p == 1.0 or q == math.inf or (p == 2.0 and q == 2.0):
+        return operator_norm(b, p, q)
+    if p == 2.0 and q == 1.0:
+        return _vector_norm(b.sum(-2), 2.0)
+    raise ValueError(f"unsupported norms p={p}, q={q}; use 1, 2 or inf")
+
+
+def _statistic_norm(b: torch.Tensor, p: float, kind: Kind) -> torch.Tensor:
+    """Operator norm of a nonnegative (batched) matrix B into the certificate's statistic.
+
+    gaussian / raw: sup ||B x||_2 over ||x||_p <= 1.  categorical: an upper bound on
+    sup osc(J x) for every J with |J| <= B, namely max_{i != j} ||B_i + B_j||_{p*}.
+    """
+    if kind != "categorical":
+        return abs_operator_norm(b, p, 2.0)
+    n_out = b.shape[-2]
+    if n_out < 2:
+        return torch.zeros(b.shape[:-2], dtype=b.dtype)
+    if p == math.inf:
+        top2 = b.sum(-1).topk(2, dim=-1).values
+        return top2.sum(-1)
+    pair = b.unsqueeze(-2) + b.unsqueeze(-3)  # (..., k, k, n): rows B_i + B_j
+    norms = _vector_norm(pair, dual_exponent(p))
+    off_diag = ~torch.eye(n_out, dtype=torch.bool)
+    return norms[..., off_diag].amax(-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Global Lipschitz bounds
+# ---------------------------------------------------------------------------------------------
+
+
+def abs_product(module: nn.Module) -> torch.Tensor:
+    """P = diag(scale) |W_L| |W_{L-1}| ... |W_1|, the entrywise bound on every Jacobian (T3)."""
+    view = mlp_view(module)
+    product = view.weights[0].abs()
+    for weight in view.weights[1:]:
+        product = weight.abs() @ product
+    return product if view.scale is None else view.scale[:, None] * product
+
+
+def lipschitz_abs_product(module: nn.Module, norm: str | float = "inf") -> float:
+    """The global bound of T3: || diag(scale) |W_L| ... |W_1| || into the statistic.
+
+    Monotone: an elementwise mask can only lower it.
+    """
+    view = mlp_view(module)
+    return float(_statistic_norm(abs_product(module), parse_norm(norm), view.kind))
+
+
+def lipschitz_layerwise(module: nn.Module, norm: str | float = "inf") -> float:
+    """Product of absolute per-layer norms, prod_l || |W_l| ||_{p->p}, closed by the statistic.
+
+    Looser than ``lipschitz_abs_product`` (submultiplicativity) and also monotone.
+    """
+    view, p = mlp_view(module), parse_norm(norm)
+    last = view.weights[-1].abs()
+    if view.scale is not None:
+        last = view.scale[:, None] * last
+    bound = _statistic_norm(last, p, view.kind)
+    for weight in view.weights[:-1]:
+        bound = bound * abs_operator_norm(weight, p, p)
+    return float(bound)
+
+
+def lipschitz_spectral_product(module: nn.Module, norm: str | float = "inf") -> float:
+    """The popular bound prod_l ||W_l||_2 (with ||x||_2 <= sqrt(n) ||x||_inf for the l_inf
+    ball and osc(v) <= sqrt(2) ||v||_2 for categorical policies).
+
+    Sound, but NOT monotone under pruning: zeroing an entry can raise a spectral norm.
+    """
+    view, p = mlp_view(module), parse_norm(norm)
+    weights = list(view.weights)
+    if view.scale is not None:
+        weights[-1] = view.scale[:, None] * weights[-1]
+    bound = math.prod(float(torch.linalg.matrix_norm(w, ord=2)) for w in weights)
+    if p == math.inf:
+        bound *= math.sqrt(view.in_dim)
+    if view.kind == "categorical":
+        bound *= math.sqrt(2.0)
+    return bound
+
+
+# ---------------------------------------------------------------------------------------------
+# Local bounds: interval bound propagation with slope bounds (T4)
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_states(states: torch.Tensor, in_dim: int) -> torch.Tensor:
+    states = torch.as_tensor(states)
+    if states.dim() == 1:
+        states = states.unsqueeze(0)
+    if states.dim() != 2 or states.shape[1] != in_dim:
+        raise ValueError(
+            f"states must have shape (batch, {in_dim}) for this network, got {tuple(states.shape)}"
+        )
+    if not torch.isfinite(states).all():
+        raise ValueError("states contain NaN or infinite values")
+    return states.to(torch.float64)
+
+
+def _activate(x: torch.Tensor, activation: str | None) -> torch.Tensor:
+    if activation == "tanh":
+        return torch.tanh(x)
+    if activation == "relu":
+        return torch.relu(x)
+    return x
+
+
+def max_slope(lower: torch.Tensor, upper: torch.Tensor, activation: str | None) -> torch.Tensor:
+    """The largest derivative of the activation on [lower, upper], elementwise.
+
+    tanh: 1 - tanh(x*)^2 at the point x* of the interval nearest 0. ReLU: 1 if upper > 0, else 0.
+    """
+    if activation == "tanh":
+        nearest_zero = torch.clamp(torch.zeros_like(lower), lower, upper)
+        return 1.0 - torch.tanh(nearest_zero) ** 2
+    if activation == "relu":
+        return (upper > 0).to(lower.dtype)
+    return torch.ones_like(lower)
+
+
+def interval_bounds(
+    module: nn.Module, states: torch.Tensor, eps: float, norm: str | float = "inf"
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Sound pre-activation intervals [lower, upper] of every hidden layer over B_p(s, eps).
+
+    The first layer is exact for the ball: W_1 s + b_1 +- eps ||row_i(W_1)||_{p*}. Later layers
+    use interval arithmetic: centre W c + b, radius |W| r. Returns one (lower, upper) pair of
+    shape (batch, width) per hidden layer.
+    """
+    view, p, eps = mlp_view(module), parse_norm(norm), _check_eps(eps)
+    x = _as_states(states, view.in_dim)
+    w1 = view.weights[0]
+    centre = x @ w1.T + view.biases[0]
+    radius = eps * _vector_norm(w1, dual_exponent(p)).expand_as(centre)
+    intervals = []
+    for weight, bias in zip(view.weights[1:], view.biases[1:], strict=True):
+        lower, upper = centre - radius, centre + radius
+        intervals.append((lower, upper))
+        post_lower = _activate(lower, view.activation)
+        post_upper = _activate(upper, view.activation)
+        post_centre, post_radius = (post_upper + post_lower) / 2, (post_upper - post_lower) / 2
+        centre = post_centre @ weight.T + bias
+        radius = post_radius @ weight.abs().T
+    return intervals
+
+
+def local_lipschitz(
+    module: nn.Module, states: torch.Tensor, eps: float, norm: str | float = "inf"
+) -> torch.Tensor:
+    """Per-state Lipschitz bound of the statistic over B_p(s, eps) (T4), shape (batch,).
+
+    |J(x)| <= diag(scale) |W_L| D_{L-1} ... D_1 |W_1| for every x in the ball, where D_l holds
+    the activation's largest slope on layer l's interval. Sound and tighter than the global
+    bound, but not monotone under pruning.
+    """
+    view, p = mlp_view(module), parse_norm(norm)
+    intervals = interval_bounds(module, states, eps, norm)
+    if not intervals:  # a single affine layer: the Jacobian is the same everywhere
+        batch = _as_states(states, view.in_dim).shape[0]
+        return torch.full((batch,), lipschitz_abs_product(module, norm), dtype=torch.float64)
+    slopes = [max_slope(lo, hi, view.activation) for lo, hi in intervals]
+    last = view.weights[-1].abs()
+    if view.scale is not None:
+        last = view.scale[:, None] * last
+    if p == math.inf:
+        # Nonnegative product times the all-ones vector, propagated input-to-output:
+        # row sums of every row are all the inf-norm statistics need.
+        vector = view.weights[0].abs().sum(-1).expand(slopes[0].shape[0], -1)
+        for slope, weight in zip(slopes, [*view.weights[1:-1], None], strict=True):
+            vector = slope * vector
+            vector = vector @ (last if weight is None else weight.abs()).T
+        if view.kind != "categorical":
+            return _vector_norm(vector, 2.0)
+        if vector.shape[-1] < 2:
+            return torch.zeros(vector.shape[0], dtype=vector.dtype)
+        return vector.topk(2, dim=-1).values.sum(-1)
+    product = last.expand(slopes[0].shape[0], -1, -1)  # output-to-input, (batch, out, width)
+    for slope, weight in zip(reversed(slopes), reversed(view.weights[:-1]), strict=True):
+        product = (product * slope.unsqueeze(1)) @ weight.abs()
+    return _statistic_norm(product, p, view.kind)
+
+
+# ---------------------------------------------------------------------------------------------
+# Total variation (T1, T2)
+# ---------------------------------------------------------------------------------------------
+
+
+def gaussian_tv(mahalanobis: torch.Tensor | float) -> torch.Tensor:
+    """TV(N(m1, Sigma), N(m2, Sigma)) = 2 Phi(Delta/2) - 1 = erf(Delta / (2 sqrt 2)) (T1)."""
+    delta = torch.as_tensor(mahalanobis, dtype=torch.float64)
+    return torch.erf(delta / (2.0 * math.sqrt(2.0)))
+
+
+def gaussian_tv_linear_bound(mahalanobis: torch.Tensor | float) -> torch.Tensor:
+    """min(1, Delta / sqrt(2 pi)): the tangent of 2 Phi(Delta/2) - 1 at 0 (concave, so above)."""
+    return torch.clamp(torch.as_tensor(mahalanobis, dtype=torch.float64) / math.sqrt(2 * math.pi),
+                       max=1.0)
+
+
+def gaussian_tv_pinsker_bound(mahalanobis: torch.Tensor | float) -> torch.Tensor:
+    """min(1, Delta / 2): Pinsker, TV <= sqrt(KL / 2) with KL = Delta^2 / 2."""
+    return torch.clamp(torch.as_tensor(mahalanobis, dtype=torch.float64) / 2.0, max=1.0)
+
+
+def categorical_tv(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """Exact TV(softmax a, softmax b) = 1/2 ||softmax a - softmax b||_1, over the last dim."""
+    pa = torch.softmax(logits_a.to(torch.float64), -1)
+    pb = torch.softmax(logits_b.to(torch.float64), -1)
+    return 0.5 * (pa - pb).abs().sum(-1)
+
+
+def oscillation(v: torch.Tensor) -> torch.Tensor:
+    """osc(v) = max_i v_i - min_i v_i over the last dim."""
+    return v.amax(-1) - v.amin(-1)
+
+
+def softmax_tv_bound(osc: torch.Tensor | float) -> torch.Tensor:
+    """TV(softmax z, softmax z') <= min(1, osc(z - z') / 4) (T2)."""
+    return torch.clamp(torch.as_tensor(osc, dtype=torch.float64) / 4.0, max=1.0)
+
+
+def policy_tv(policy: nn.Module, states_a: torch.Tensor, states_b: torch.Tensor) -> torch.Tensor:
+    """Exact TV(pi(.|s_a), pi(.|s_b)) per row, for Gaussian and categorical policies."""
+    if isinstance(policy, GaussianPolicy):
+        inv_std = torch.exp(-policy.log_std.to(torch.float64))
+        shift = (policy(states_a).to(torch.float64) - policy(states_b).to(torch.float64)) * inv_std
+        return gaussian_tv(shift.norm(dim=-1))
+    if isinstance(policy, CategoricalPolicy):
+        return categorical_tv(policy(states_a), policy(states_b))
+    raise ValueError(f"policy_tv needs a GaussianPolicy or CategoricalPolicy, got {type(policy)}")
+
+
+def tv_from_statistic(statistic: torch.Tensor | float, kind: Kind) -> torch.Tensor:
+    """Turn a bound on Delta (Gaussian) or on osc (categorical) into a bound on TV, capped at 1."""
+    if kind == "gaussian":
+        return gaussian_tv(statistic)
+    if kind == "categorical":
+        return softmax_tv_bound(statistic)
+    raise ValueError("total variation needs a GaussianPolicy or a CategoricalPolicy")
+
+
+# ---------------------------------------------------------------------------------------------
+# Certificates (T3, T4, T5)
+# ---------------------------------------------------------------------------------------------
+
+
+def certified_tv(
+    policy: nn.Module,
+    eps: float,
+    norm: str | float = "inf",
+    method: Literal["global", "local"] = "global",
+    states: torch.Tensor | None = None,
+) -> float | torch.Tensor:
+    """An upper bound on sup_{s' in B_p(s, eps)} TV(pi(.|s), pi(.|s')).
+
+    ``method="global"``: a float valid for every state, from ``lipschitz_abs_product``;
+    nonincreasing under any elementwise pruning mask. ``method="local"``: one value per row of
+    ``states`` (float64 tensor), from ``local_lipschitz``; tighter, not monotone.
+    """
+    eps = _check_eps(eps)
+    view = mlp_view(policy)
+    if view.kind == "raw":
+        raise ValueError("certified_tv needs a GaussianPolicy or a CategoricalPolicy")
+    with torch.no_grad():
+        if method == "global":
+            return float(tv_from_statistic(eps * lipschitz_abs_product(policy, norm), view.kind))
+        if method == "local":
+            if states is None:
+                raise ValueError("method='local' needs states, a (batch, obs_dim) tensor")
+            return tv_from_statistic(eps * local_lipschitz(policy, states, eps, norm), view.kind)
+    raise ValueError(f"unknown method {method!r}; use 'global' or 'local'")
+
+
+def expected_certified_tv(
+    policy: nn.Module, states: torch.Tensor, eps: float, norm: str | float = "inf"
+) -> float:
+    """T5: an upper bound on F = E_{s ~ d^pi}[sup_{s'} TV], estimated on visited ``states``."""
+    return float(certified_tv(policy, eps, norm, "local", states).mean())
+
+
+# ---------------------------------------------------------------------------------------------
+# Value loss (T0) and the regret decomposition (T6)
+# ---------------------------------------------------------------------------------------------
+
+
+def value_loss_constant(r_min: float, r_max: float, gamma: float) -> float:
+    """C = (r_max - r_min) / (1 - gamma)^2, so |V^pi - V^{pi o nu}| <= C sup_s TV (T0)."""
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma must lie in [0, 1), got {gamma}")
+    if r_max < r_min:
+        raise ValueError(f"r_max ({r_max}) must be >= r_min ({r_min})")
+    return (r_max - r_min) / (1.0 - gamma) ** 2
+
+
+def value_loss_bound(tv: float, r_min: float, r_max: float, gamma: float) -> float:
+    """The T0 bound C * tv on the value an adversary with sup-TV ``tv`` can take away."""
+    if not 0.0 <= tv <= 1.0:
+        raise ValueError(f"tv must lie in [0, 1], got {tv}")
+    return value_loss_constant(r_min, r_max, gamma) * tv
+
+
+@dataclass(frozen=True)
+class RegretTerms:
+    """J(pi*) - J~(pi_M o nu*) = clean_regret + pruning_loss + robustness_gap (T6)."""
+
+    clean_regret: float
+    pruning_loss: float
+    robustness_gap: float
+
+    @property
+    def total(self) -> float:
+        return self.clean_regret + self.pruning_loss + self.robustness_gap
+
+
+def regret_decomposition(
+    j_optimal: float, j_dense: float, j_pruned: float, j_pruned_attacked: float
+) -> RegretTerms:
+    """Split the attacked regret of a pruned policy into its three terms (T6)."""
+    return RegretTerms(
+        clean_regret=j_optimal - j_dense,
+        pruning_loss=j_dense - j_pruned,
+        robustness_gap=j_pruned - j_pruned_attacked,
+    )

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project venv at .venv and install everything the book and tests need.
+# A CPU build of torch is installed first so that pip never pulls a multi-GB CUDA build:
+#   1. the CPU wheel on this machine's local wheel store (torch==2.13.0+cpu), if present;
+#   2. otherwise PyTorch's CPU index.
+# Usage: bash scripts/bootstrap.sh   (idempotent; a second run only checks)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPY=.venv/bin/python
+stamp=.venv/.pruningrl-installed
+want=$(cat requirements.txt pyproject.toml | sha1sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+"$VPY" -m pip install --quiet --upgrade pip wheel
+if ! "$VPY" -c "import torch" 2>/dev/null; then
+  "$VPY" -m pip install --quiet "torch==2.13.0+cpu" 2>/dev/null \
+    || "$VPY" -m pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
+fi
+"$VPY" -m pip install --quiet -r requirements.txt
+"$VPY" -m ipykernel install --sys-prefix --name python3 >/dev/null
+echo "$want" > "$stamp"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Run the whole test suite: unit and property tests, then every notebook of the book through
+# nbval (each notebook is re-executed and its outputs compared with the committed ones).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+export MPLBACKEND=Agg PYTHONHASHSEED=0
+.venv/bin/python -m ruff check .
+.venv/bin/python -m pytest tests --nbval notebooks --nbval-sanitize-with tests/sanitize.cfg \
+  --nbval-cell-timeout 900 -p no:cacheprovider "$@"

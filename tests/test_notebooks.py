@@ -1,0 +1,91 @@
+"""House rules for the book's notebooks: listed in the TOC, committed with outputs, no errors.
+
+nbval re-executes the notebooks themselves (``pytest --nbval notebooks``); these tests check
+what nbval cannot: that every TOC entry exists, every notebook is in the TOC, and that the
+committed outputs are real.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                files.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc.get("parts", toc.get("chapters", [])))
+    return files
+
+
+def toc_notebooks() -> list[Path]:
+    return [ROOT / f"{f}.ipynb" for f in toc_files() if f.startswith("notebooks/")]
+
+
+def code_cells(path: Path) -> list[dict]:
+    cells = json.loads(path.read_text())["cells"]
+    return [c for c in cells if c["cell_type"] == "code" and "".join(c["source"]).strip()]
+
+
+def test_every_toc_entry_exists():
+    missing = [
+        f for f in toc_files()
+        if not any((ROOT / f"{f}{ext}").exists() for ext in (".md", ".ipynb"))
+    ]
+    assert not missing, f"_toc.yml lists files that do not exist: {missing}"
+
+
+def test_every_notebook_is_in_the_toc():
+    listed = {p.resolve() for p in toc_notebooks()}
+    on_disk = {
+        p.resolve() for p in (ROOT / "notebooks").rglob("*.ipynb")
+        if ".ipynb_checkpoints" not in p.parts
+    }
+    assert on_disk - listed == set(), f"notebooks missing from _toc.yml: {on_disk - listed}"
+
+
+@pytest.mark.parametrize("path", toc_notebooks(), ids=lambda p: p.name)
+def test_notebook_committed_with_outputs_and_no_errors(path: Path):
+    cells = code_cells(path)
+    assert cells, f"{path.name} has no code cells"
+    errors = [o for c in cells for o in c.get("outputs", []) if o["output_type"] == "error"]
+    assert not errors, f"{path.name} holds an error output"
+    assert any(c.get("outputs") for c in cells), f"{path.name} was committed without outputs"
+    unexecuted = [i for i, c in enumerate(cells) if c.get("execution_count") is None]
+    assert not unexecuted, f"{path.name}: code cells {unexecuted} were never executed"
+
+
+@pytest.mark.parametrize("path", toc_notebooks(), ids=lambda p: p.name)
+def test_notebook_starts_with_colab_setup_then_seeding(path: Path):
+    cells = code_cells(path)
+    first, second = "".join(cells[0]["source"]), "".join(cells[1]["source"])
+    assert "google.colab" in first and "pip install" in first, "first cell: Colab-only setup"
+    assert "seed_everything" in second, "second cell: seeding and determinism"
+
+
+@pytest.mark.parametrize("path", toc_notebooks(), ids=lambda p: p.name)
+def test_figure_cells_print_no_repr(path: Path):
+    for cell in code_cells(path):
+        for out in cell.get("outputs", []):
+            text = "".join(out.get("data", {}).get("text/plain", []))
+            if out["output_type"] == "execute_result":
+                assert not text.startswith(("<matplotlib", "[<matplotlib", "Text(")), (
+                    f"{path.name}: a figure cell prints a repr ({text[:40]!r}); end it with "
+                    "plt.show() or a trailing ';'"
+                )
