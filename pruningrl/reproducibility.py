@@ -15,7 +15,7 @@ def seed_everything(seed: int = 0, deterministic: bool = True) -> torch.Generato
     Returns a torch.Generator seeded with ``seed`` for code that wants its own stream.
     """
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - seeds the legacy global stream on purpose
     torch.manual_seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     if deterministic:

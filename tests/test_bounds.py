@@ -153,7 +153,7 @@ def test_bound_ordering_layerwise_above_abs_product(kind, norm, seed):
         policy, norm) * (1 + 1e-12)
 
 
-# --- T4: the sandwich attack <= local <= global ----------------------------------------------------
+# --- T4: the sandwich attack <= local <= global -----------------------------------------------
 
 
 @given(
