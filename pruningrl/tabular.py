@@ -108,3 +108,15 @@ def all_adversaries(mdp: TabularSAMDP) -> Iterator[np.ndarray]:
 def sup_tv(policy: np.ndarray, adversary: np.ndarray) -> float:
     """max_s TV(pi(.|s), pi(.|nu(s)))."""
     return float(0.5 * np.abs(policy - policy[adversary]).sum(-1).max())
+
+
+def optimal_q(mdp: TabularSAMDP, tol: float = 1e-12, max_iter: int = 100_000) -> np.ndarray:
+    """Q* of the underlying (unattacked) MDP by value iteration, shape (S, A)."""
+    value = np.zeros(mdp.n_states)
+    for _ in range(max_iter):
+        q = mdp.rewards + mdp.gamma * mdp.transitions @ value
+        new = q.max(-1)
+        if np.max(np.abs(new - value)) < tol:
+            break
+        value = new
+    return mdp.rewards + mdp.gamma * mdp.transitions @ q.max(-1)
