@@ -113,6 +113,7 @@ def sup_tv(policy: np.ndarray, adversary: np.ndarray) -> float:
 def optimal_q(mdp: TabularSAMDP, tol: float = 1e-12, max_iter: int = 100_000) -> np.ndarray:
     """Q* of the underlying (unattacked) MDP by value iteration, shape (S, A)."""
     value = np.zeros(mdp.n_states)
+    q = mdp.rewards + mdp.gamma * mdp.transitions @ value
     for _ in range(max_iter):
         q = mdp.rewards + mdp.gamma * mdp.transitions @ value
         new = q.max(-1)

@@ -18,7 +18,7 @@ from nbclient import NotebookClient
 
 
 def main(paths: list[str]) -> int:
-    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ.pop("MPLBACKEND", None)  # the kernel must use the inline backend
     os.environ.setdefault("PYTHONHASHSEED", "0")
     for path in map(Path, paths):
         notebook = nbformat.read(path, as_version=4)
