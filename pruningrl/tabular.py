@@ -15,7 +15,7 @@ bound T0 exactly.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,26 +75,41 @@ def policy_value(mdp: TabularSAMDP, policy: np.ndarray) -> np.ndarray:
     return np.linalg.solve(np.eye(mdp.n_states) - mdp.gamma * p_pi, r_pi)
 
 
+def _value_iteration(
+    mdp: TabularSAMDP,
+    reduce: Callable[[np.ndarray], np.ndarray],
+    tol: float = 1e-12,
+    max_iter: int = 100_000,
+) -> np.ndarray:
+    """Iterate V <- reduce(r + gamma P V) from V = 0 until the sup-norm change is below tol.
+
+    ``reduce`` maps the (S, A) one-step backup to a value per state (max over actions for the
+    agent, min over shown states for the adversary). Returns the final backup, shape (S, A).
+    """
+    value = np.zeros(mdp.n_states)
+    for _ in range(max_iter):
+        new = reduce(mdp.rewards + mdp.gamma * mdp.transitions @ value)
+        converged = np.max(np.abs(new - value)) < tol
+        value = new
+        if converged:
+            break
+    return mdp.rewards + mdp.gamma * mdp.transitions @ value
+
+
 def optimal_adversary(
     mdp: TabularSAMDP, policy: np.ndarray, tol: float = 1e-12, max_iter: int = 100_000
 ) -> tuple[np.ndarray, np.ndarray]:
     """A deterministic adversary minimising V^{pi o nu} in every state, and that value.
 
     Value iteration on the adversary's MDP, then policy evaluation of the greedy adversary.
+    ``shown[s, t]`` is the one-step value in true state s when the agent is shown t.
     """
-    value = np.zeros(mdp.n_states)
-    # q_shown[s, t]: one-step value in true state s when the agent is shown t
-    for _ in range(max_iter):
-        backup = mdp.rewards + mdp.gamma * mdp.transitions @ value  # (S, A)
-        q_shown = backup @ policy.T  # [s, t] = sum_a pi(a|t) backup[s, a]
-        new = np.where(mdp.threat, q_shown, np.inf).min(-1)
-        if np.max(np.abs(new - value)) < tol:
-            value = new
-            break
-        value = new
-    backup = mdp.rewards + mdp.gamma * mdp.transitions @ value
-    q_shown = np.where(mdp.threat, backup @ policy.T, np.inf)
-    adversary = q_shown.argmin(-1)
+
+    def shown(backup: np.ndarray) -> np.ndarray:
+        return np.where(mdp.threat, backup @ policy.T, np.inf)  # [s, t] = sum_a pi(a|t) b[s, a]
+
+    backup = _value_iteration(mdp, lambda b: shown(b).min(-1), tol, max_iter)
+    adversary = shown(backup).argmin(-1)
     return adversary, policy_value(mdp, attacked(policy, adversary))
 
 
@@ -112,12 +127,4 @@ def sup_tv(policy: np.ndarray, adversary: np.ndarray) -> float:
 
 def optimal_q(mdp: TabularSAMDP, tol: float = 1e-12, max_iter: int = 100_000) -> np.ndarray:
     """Q* of the underlying (unattacked) MDP by value iteration, shape (S, A)."""
-    value = np.zeros(mdp.n_states)
-    q = mdp.rewards + mdp.gamma * mdp.transitions @ value
-    for _ in range(max_iter):
-        q = mdp.rewards + mdp.gamma * mdp.transitions @ value
-        new = q.max(-1)
-        if np.max(np.abs(new - value)) < tol:
-            break
-        value = new
-    return mdp.rewards + mdp.gamma * mdp.transitions @ q.max(-1)
+    return _value_iteration(mdp, lambda backup: backup.max(-1), tol, max_iter)
