@@ -15,47 +15,17 @@ import math
 import torch
 from torch import nn
 
+from pruningrl.balls import BALL_TOLERANCE, assert_in_ball, project_to_ball, random_in_ball
 from pruningrl.bounds import _check_eps, parse_norm
 from pruningrl.policies import CategoricalPolicy, GaussianPolicy
 
-#: Slack allowed by ``assert_in_ball`` for floating-point round-off.
-BALL_TOLERANCE = 1e-6
-
-
-def project_to_ball(delta: torch.Tensor, eps: float, norm: str | float = "inf") -> torch.Tensor:
-    """The Euclidean projection of each row of ``delta`` onto {d : ||d||_p <= eps}."""
-    p = parse_norm(norm)
-    if p == math.inf:
-        return delta.clamp(-eps, eps)
-    length = delta.norm(dim=-1, keepdim=True)
-    return delta * torch.clamp(eps / length.clamp_min(1e-30), max=1.0)
-
-
-def assert_in_ball(delta: torch.Tensor, eps: float, norm: str | float = "inf") -> None:
-    """Raise AssertionError if any row of ``delta`` leaves the ball (up to round-off)."""
-    p = parse_norm(norm)
-    size = delta.abs().amax(-1) if p == math.inf else delta.norm(dim=-1)
-    worst = float(size.max()) if size.numel() else 0.0
-    if worst > eps * (1 + BALL_TOLERANCE) + BALL_TOLERANCE:
-        raise AssertionError(f"perturbation of size {worst} leaves the eps={eps} ball")
-
-
-def random_in_ball(
-    shape: tuple[int, ...],
-    eps: float,
-    norm: str | float = "inf",
-    generator: torch.Generator | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """Uniform samples from B_p(0, eps): a cube for inf, a ball (radius ~ U^{1/n}) for 2."""
-    p = parse_norm(norm)
-    if p == math.inf:
-        return (2 * torch.rand(shape, generator=generator, dtype=dtype) - 1) * eps
-    direction = torch.randn(shape, generator=generator, dtype=dtype)
-    direction = direction / direction.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-    radius = torch.rand((*shape[:-1], 1), generator=generator, dtype=dtype) ** (1 / shape[-1])
-    return direction * radius * eps
-
+__all__ = [
+    "BALL_TOLERANCE",
+    "assert_in_ball",
+    "maximize_tv",
+    "project_to_ball",
+    "random_in_ball",
+]
 
 def _tv_objective(policy: nn.Module, clean_out: torch.Tensor, attacked: torch.Tensor):
     """Per-state (surrogate to ascend, exact TV) for the attacked observations."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,3 +24,23 @@ def seed_everything(seed: int = 0, deterministic: bool = True) -> torch.Generato
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     return torch.Generator().manual_seed(seed)
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The library version, with the git commit (and ``.dirty``) when run from a checkout."""
+    from pruningrl import __version__
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=5, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return f"{__version__}+g{sha}{'.dirty' if dirty else ''}" if sha else __version__

@@ -1,0 +1,233 @@
+"""The command line: ``python -m pruningrl COMMAND ...`` (DESIGN section 3's contract).
+
+    agents    [--json]                               list the shipped agents
+    train     --env ENV [--steps N] [--seed S] [--sa-reg K [--eps E]] --out PATH
+    evaluate  --agent A [--episodes N] [--seed S] [--stochastic] [--json]
+    certify   --agent A --eps E [--norm inf|2] [--method global|local] [--json]
+
+An agent is a shipped id ``ENV/VARIANT/seedK`` or a checkpoint path. With ``--json`` a command
+prints exactly one JSON object on stdout. Errors print one line on stderr and exit with status 2;
+a file that exists is never overwritten without ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, not argparse's usage block
+        raise UsageError(message)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(float(text)) if "e" in text.lower() else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m pruningrl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    agents = sub.add_parser("agents", help="list the shipped agents")
+    agents.add_argument("--json", action="store_true", help="print one JSON object")
+
+    train = sub.add_parser("train", help="train a PPO or SA-PPO agent")
+    train.add_argument("--env", required=True, help="gymnasium id, e.g. Hopper-v5")
+    train.add_argument("--steps", type=_positive_int, default=1_000_000, help="environment steps")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--sa-reg", type=_nonnegative_float, default=0.0,
+                       help="SA-PPO regularizer weight kappa (0: plain PPO)")
+    train.add_argument("--eps", type=_nonnegative_float, default=None,
+                       help="SA-PPO radius (default: the task's attack eps)")
+    train.add_argument("--num-envs", type=_positive_int, default=None)
+    train.add_argument("--workers", type=int, default=None, help="env processes (0: in-process)")
+    train.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--json", action="store_true")
+
+    evaluate = sub.add_parser("evaluate", help="deterministic return over episodes")
+    evaluate.add_argument("--agent", required=True, help="shipped id or checkpoint path")
+    evaluate.add_argument("--episodes", type=_positive_int, default=50)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--stochastic", action="store_true", help="sample actions")
+    evaluate.add_argument("--attack", default=None, help="attack name (see the attacks chapter)")
+    evaluate.add_argument("--eps", type=_nonnegative_float, default=None, help="attack radius")
+    evaluate.add_argument("--json", action="store_true")
+
+    certify = sub.add_parser("certify", help="certified total-variation bound")
+    certify.add_argument("--agent", required=True)
+    certify.add_argument("--eps", type=_nonnegative_float, required=True)
+    certify.add_argument("--norm", choices=("inf", "2"), default="inf")
+    certify.add_argument("--method", choices=("global", "local"), default="global")
+    certify.add_argument("--states", type=_positive_int, default=1000,
+                         help="visited states for --method local")
+    certify.add_argument("--seed", type=int, default=0)
+    certify.add_argument("--json", action="store_true")
+    return parser
+
+
+def _emit(payload: dict, as_json: bool, lines: Sequence[str]) -> None:
+    if as_json:
+        print(json.dumps(payload, sort_keys=True))
+    else:
+        print("\n".join(lines))
+
+
+def cmd_agents(args: argparse.Namespace) -> int:
+    from pruningrl.zoo import list_agents
+
+    agents = list_agents()
+    lines = [f"{'id':32s} {'steps':>9s} {'return':>9s}  size"]
+    for a in agents:
+        ret = a.get("evaluation", {}).get("mean_return")
+        lines.append(f"{a['id']:32s} {a.get('steps', 0):>9} "
+                     f"{'-' if ret is None else f'{ret:9.1f}':>9s}  {a['size_kb']} KB")
+    _emit({"agents": agents}, args.json, lines if agents else ["no shipped agents yet"])
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pruningrl.envs import check_env_id, task_eps
+    from pruningrl.ppo import PPOConfig, train, train_state_path
+
+    check_env_id(args.env)
+    out = Path(args.out)
+    if args.resume and args.force:
+        raise UsageError("--resume and --force exclude each other")
+    if args.resume and not train_state_path(out).is_file():
+        raise UsageError(f"nothing to resume: {train_state_path(out)} does not exist")
+    if out.exists() and not (args.resume or args.force):
+        raise UsageError(f"{out} exists; pass --resume to continue it or --force to overwrite")
+    if out.exists() and out.is_dir():
+        raise UsageError(f"{out} is a directory; --out names a checkpoint file")
+    settings: dict = {"env_id": args.env, "total_steps": args.steps, "seed": args.seed}
+    if args.sa_reg > 0:
+        eps = args.eps if args.eps is not None else task_eps(args.env)
+        if eps is None or eps <= 0:
+            raise UsageError(f"--sa-reg needs --eps for {args.env} (no literature default)")
+        settings.update(sa_reg=args.sa_reg, sa_eps=eps)
+    elif args.eps is not None:
+        raise UsageError("--eps is the SA-PPO radius: give it with --sa-reg")
+    if args.num_envs is not None:
+        settings["num_envs"] = args.num_envs
+    if args.workers is not None:
+        settings["num_workers"] = args.workers
+    config = PPOConfig(**settings).validate()
+    if args.force:
+        train_state_path(out).unlink(missing_ok=True)
+    command = "python -m pruningrl " + shlex.join(sys.argv[1:]) if sys.argv else None
+    result = train(config, out, resume=args.resume, progress=not args.no_progress,
+                   command=command)
+    if result.interrupted:
+        print(f"pruningrl: interrupted at {result.steps} steps; the last checkpoint {out} is "
+              "intact, continue with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    payload = {"out": str(out), "env_id": config.env_id, "variant": config.variant,
+               "seed": config.seed, "steps": result.steps,
+               "wall_time_s": round(result.wall_time_s, 1),
+               "samples_per_s": round(result.samples_per_s, 1)}
+    curve = result.agent.metadata["curve"]["return"]
+    last = next((r for r in reversed(curve) if r is not None), None)
+    payload["last_training_return"] = last
+    _emit(payload, args.json, [
+        f"trained {config.variant} on {config.env_id} (seed {config.seed}) for {result.steps} "
+        f"steps in {result.wall_time_s:.0f} s ({result.samples_per_s:.0f} samples/s); "
+        f"saved {out}"])
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pruningrl.evaluation import evaluate
+    from pruningrl.zoo import load
+
+    if args.eps is not None and args.attack is None:
+        raise UsageError("--eps is an attack radius: give it with --attack NAME")
+    if args.attack is not None:
+        raise UsageError(f"unknown attack {args.attack!r} (the attack suite is not built yet)")
+    agent = load(args.agent)
+    result = evaluate(agent, episodes=args.episodes, seed=args.seed,
+                      deterministic=not args.stochastic)
+    payload = {"agent": str(args.agent), **result.to_dict()}
+    _emit(payload, args.json, [
+        f"{args.agent}: {result.mean_return:.1f} +- {result.std_return:.1f} over "
+        f"{result.episodes} episodes ({'stochastic' if args.stochastic else 'deterministic'}, "
+        f"seeds {args.seed}..{args.seed + result.episodes - 1})"])
+    return 0
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    from pruningrl.bounds import certified_tv, lipschitz_abs_product, local_lipschitz
+    from pruningrl.evaluation import visited_states
+    from pruningrl.pruning import layer_sparsity, sparsity
+    from pruningrl.zoo import load
+
+    agent = load(args.agent)
+    policy = agent.policy
+    payload = {"agent": str(args.agent), "env_id": agent.env_id, "eps": args.eps,
+               "norm": args.norm, "method": args.method, "sparsity": sparsity(policy),
+               "layer_sparsity": layer_sparsity(policy)}
+    if args.method == "global":
+        tv = certified_tv(policy, args.eps, args.norm, "global")
+        payload.update(certified_tv=tv, lipschitz=lipschitz_abs_product(policy, args.norm))
+        lines = [f"{args.agent}: certified TV <= {tv:.6g} for every state "
+                 f"(eps {args.eps}, l_{args.norm}, sparsity {payload['sparsity']:.3f})"]
+    else:
+        states = visited_states(agent, args.states, seed=args.seed)
+        tv = certified_tv(policy, args.eps, args.norm, "local", states)
+        lip = local_lipschitz(policy, states, args.eps, args.norm)
+        payload.update(certified_tv=float(tv.mean()), certified_tv_max=float(tv.max()),
+                       lipschitz=float(lip.mean()), lipschitz_max=float(lip.max()),
+                       states=int(states.shape[0]))
+        lines = [f"{args.agent}: local certified TV mean {float(tv.mean()):.6g}, max "
+                 f"{float(tv.max()):.6g} over {states.shape[0]} visited states (eps {args.eps})"]
+    _emit(payload, args.json, lines)
+    return 0
+
+
+COMMANDS = {"agents": cmd_agents, "train": cmd_train, "evaluate": cmd_evaluate,
+            "certify": cmd_certify}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except (UsageError, ValueError) as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"pruningrl: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("pruningrl: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

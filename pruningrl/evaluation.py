@@ -1,0 +1,164 @@
+"""Evaluation of an agent, clean or under an observation attack, on vectorized environments.
+
+Episode k (k = 0, ..., episodes - 1) starts from ``env.reset(seed=seed + k)``, whatever the number
+of parallel envs, so a result depends on the agent, the seed and the attack only. Every env runs
+its own share of the episodes to the end (no early-finisher bias toward short episodes). Actions
+are deterministic (the Gaussian mean, the most likely category) unless asked otherwise, as in
+SA-PPO's evaluation.
+
+An attack is any callable mapping a batch of *normalized* states (a float32 tensor of shape
+``(n, obs_dim)``) to perturbed normalized states; ``pruningrl.attacks`` supplies them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from pruningrl.agent import Agent
+from pruningrl.envs import check_env_id
+
+Attack = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class EvalResult:
+    """Per-episode returns and lengths, with their summary."""
+
+    env_id: str
+    returns: list[float]
+    lengths: list[int]
+    seed: int
+    deterministic: bool
+
+    @property
+    def episodes(self) -> int:
+        return len(self.returns)
+
+    @property
+    def mean_return(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def std_return(self) -> float:
+        return float(np.std(self.returns))
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out.update(episodes=self.episodes, mean_return=self.mean_return,
+                   std_return=self.std_return, mean_length=float(np.mean(self.lengths)))
+        return out
+
+
+def evaluate(
+    agent: Agent,
+    episodes: int = 50,
+    seed: int = 0,
+    deterministic: bool = True,
+    attack: Attack | None = None,
+    num_envs: int = 10,
+    progress: bool = False,
+) -> EvalResult:
+    """Run ``episodes`` episodes of ``agent``, clean or with ``attack`` on its normalized states."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be positive, got {episodes}")
+    check_env_id(agent.env_id)
+    torch.set_num_threads(1)
+    num_envs = max(1, min(num_envs, episodes))
+    envs = [gym.make(agent.env_id, disable_env_checker=True) for _ in range(num_envs)]
+    generator = torch.Generator().manual_seed(seed)
+    discrete = agent.discrete
+    if not discrete:
+        low, high = envs[0].action_space.low, envs[0].action_space.high
+    queue = list(range(episodes))  # episode k -> reset seed + k
+    returns = [0.0] * episodes
+    lengths = [0] * episodes
+    current: list[int | None] = [None] * num_envs
+    obs = np.zeros((num_envs, agent.policy.obs_dim))
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=episodes, unit="episode", desc=f"evaluate {agent.env_id}")
+    try:
+        for i, env in enumerate(envs):
+            if queue:
+                current[i] = queue.pop(0)
+                obs[i] = env.reset(seed=seed + current[i])[0]
+        while any(k is not None for k in current):
+            live = [i for i, k in enumerate(current) if k is not None]
+            with torch.no_grad():
+                states = agent.normalize(obs[live])
+                if attack is not None:
+                    states = attack(states)
+                if deterministic:
+                    actions = agent.policy.act(states, deterministic=True)
+                else:
+                    actions = _sample(agent.policy.distribution(states), generator)
+            actions = actions.numpy()
+            for j, i in enumerate(live):
+                a = actions[j] if discrete else np.clip(actions[j], low, high)
+                o, r, term, trunc, _ = envs[i].step(a)
+                k = current[i]
+                returns[k] += float(r)
+                lengths[k] += 1
+                obs[i] = o
+                if term or trunc:
+                    if bar is not None:
+                        bar.update(1)
+                    current[i] = queue.pop(0) if queue else None
+                    if current[i] is not None:
+                        obs[i] = envs[i].reset(seed=seed + current[i])[0]
+    finally:
+        for env in envs:
+            env.close()
+        if bar is not None:
+            bar.close()
+    return EvalResult(agent.env_id, returns, lengths, seed, deterministic)
+
+
+def _sample(dist: torch.distributions.Distribution, generator: torch.Generator) -> torch.Tensor:
+    """A sample drawn from ``generator`` (reproducible stochastic evaluation)."""
+    if isinstance(dist, torch.distributions.Categorical):
+        return torch.multinomial(dist.probs, 1, generator=generator)[:, 0]
+    base = dist.base_dist
+    return base.loc + base.scale * torch.randn(base.loc.shape, generator=generator)
+
+
+def visited_states(
+    agent: Agent, count: int = 1000, seed: int = 0, max_episodes: int = 100
+) -> torch.Tensor:
+    """``count`` normalized states visited by the agent's deterministic policy, (count, obs_dim).
+
+    Episodes k = 0, 1, ... (reset seed ``seed + k``) are played until ``count`` states are
+    collected; the estimate of E_{s ~ d^pi} in T5 averages over these.
+    """
+    if count < 1:
+        raise ValueError(f"count must be positive, got {count}")
+    torch.set_num_threads(1)
+    env = gym.make(check_env_id(agent.env_id), disable_env_checker=True)
+    states: list[torch.Tensor] = []
+    collected = 0
+    try:
+        for k in range(max_episodes):
+            obs, _ = env.reset(seed=seed + k)
+            done = False
+            while not done and collected < count:
+                state = agent.normalize(obs[None])
+                states.append(state)
+                collected += 1
+                with torch.no_grad():
+                    action = agent.policy.act(state, deterministic=True)[0].numpy()
+                if not agent.discrete:
+                    action = np.clip(action, env.action_space.low, env.action_space.high)
+                obs, _, term, trunc, _ = env.step(action)
+                done = term or trunc
+            if collected >= count:
+                break
+    finally:
+        env.close()
+    return torch.cat(states)

@@ -1,0 +1,563 @@
+"""Proximal policy optimization (Schulman et al. 2017) with GAE, and the SA-PPO regularizer.
+
+The objective, per minibatch of states s, actions a, old log-probabilities and advantages A:
+
+    r(theta)  = pi_theta(a|s) / pi_old(a|s)
+    L_clip    = -E[ min(r A, clip(r, 1 - c, 1 + c) A) ]                     (policy)
+    L_value   = 1/2 E[ (V_phi(s) - R)^2 ],   R = A + V_old(s)               (critic)
+    L_SA      = kappa E[ max_{s' in B(s, eps)} D(pi(.|s), pi(.|s')) ]       (SA-PPO, optional)
+    loss      = L_clip + c_v L_value - c_H H[pi] + L_SA
+
+with generalized advantage estimation (Schulman et al. 2016),
+
+    delta_t = r_t + gamma V(s_{t+1}) (1 - done_t) - V(s_t),
+    A_t     = delta_t + gamma lambda (1 - done_t) A_{t+1},
+
+where a time-limit truncation is not a terminal state: its reward is bootstrapped,
+r_t <- r_t + gamma V(s_final). D is ||Sigma^{-1/2}(mu(s') - mu(s))||^2 for a Gaussian policy
+(twice the KL of two Gaussians with the same Sigma) and KL(pi(.|s) || pi(.|s')) for a categorical
+one (Zhang et al. 2020). The inner maximum is found by PGD or SGLD on the normalized state, and
+eps grows linearly from 0 over the first ``sa_ramp`` of training, as in SA-PPO.
+
+The defaults are SA-PPO's MuJoCo settings (DESIGN section 4): 2048 samples per iteration,
+10 epochs, 32 minibatches, clip 0.2, gamma 0.99, lambda 0.95, 64-64 tanh networks,
+observations and rewards normalized and clipped at 10.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pruningrl.agent import Agent, _atomic_write, save_agent
+from pruningrl.balls import project_to_ball, random_in_ball
+from pruningrl.envs import VectorEnv, check_env_id, env_spec
+from pruningrl.normalization import ObservationNormalizer, RewardScaler
+from pruningrl.policies import CategoricalPolicy, GaussianPolicy, Policy, ValueNetwork
+from pruningrl.reproducibility import code_version, seed_everything
+
+
+@dataclass
+class PPOConfig:
+    """Every hyperparameter of a run. Defaults: SA-PPO's MuJoCo settings."""
+
+    env_id: str = "Hopper-v5"
+    total_steps: int = 1_000_000
+    seed: int = 0
+    # sampling layout: steps_per_iteration = num_envs x (steps per env per iteration)
+    steps_per_iteration: int = 2048
+    num_envs: int = 8
+    num_workers: int = 2  # env-stepping processes; 0 steps the envs in this process
+    # optimisation
+    epochs: int = 10
+    minibatches: int = 32
+    learning_rate: float = 3e-4
+    anneal_lr: bool = True
+    adam_eps: float = 1e-5
+    clip_coef: float = 0.2
+    vf_coef: float = 0.5
+    ent_coef: float = 0.0
+    max_grad_norm: float = 0.5
+    normalize_advantages: bool = True
+    # returns
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    # normalization
+    normalize_obs: bool = True
+    normalize_reward: bool = True
+    clip_obs: float = 10.0
+    clip_reward: float = 10.0
+    # networks
+    hidden: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    log_std_init: float = 0.0
+    # SA-PPO: kappa * max_{s' in B(s, eps)} D(pi(.|s), pi(.|s'))
+    sa_reg: float = 0.0
+    sa_eps: float = 0.0
+    sa_norm: str = "inf"
+    sa_steps: int = 10
+    sa_method: str = "sgld"
+    sa_ramp: float = 0.75
+    # bookkeeping
+    checkpoint_every: int = 5
+
+    @property
+    def steps_per_env(self) -> int:
+        return self.steps_per_iteration // self.num_envs
+
+    @property
+    def minibatch_size(self) -> int:
+        return self.steps_per_iteration // self.minibatches
+
+    @property
+    def iterations(self) -> int:
+        return max(1, math.ceil(self.total_steps / self.steps_per_iteration))
+
+    @property
+    def variant(self) -> str:
+        return "sappo" if self.sa_reg > 0 else "ppo"
+
+    def validate(self) -> PPOConfig:
+        """Raise a one-line ``ValueError`` for an impossible configuration."""
+        check_env_id(self.env_id)
+        if self.total_steps <= 0:
+            raise ValueError(f"total_steps must be positive, got {self.total_steps}")
+        for name in ("steps_per_iteration", "num_envs", "epochs", "minibatches", "sa_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.steps_per_iteration % self.num_envs:
+            raise ValueError("steps_per_iteration must be a multiple of num_envs")
+        if self.steps_per_iteration % self.minibatches:
+            raise ValueError("steps_per_iteration must be a multiple of minibatches")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.sa_reg < 0 or self.sa_eps < 0:
+            raise ValueError(f"sa_reg and sa_eps must be >= 0, got {self.sa_reg}, {self.sa_eps}")
+        if self.sa_reg > 0 and self.sa_eps == 0:
+            raise ValueError("the SA regularizer (sa_reg > 0) needs a positive sa_eps")
+        if self.sa_method not in ("pgd", "sgld"):
+            raise ValueError(f"unknown sa_method {self.sa_method!r}; use 'pgd' or 'sgld'")
+        if not 0 <= self.sa_ramp <= 1:
+            raise ValueError(f"sa_ramp must lie in [0, 1], got {self.sa_ramp}")
+        return self
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["hidden"] = list(self.hidden)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PPOConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown PPO settings {unknown}")
+        data = dict(data)
+        if "hidden" in data:
+            data["hidden"] = tuple(data["hidden"])
+        return cls(**data)
+
+
+# ----------------------------------------------------------------------------- the losses
+
+
+def log_prob_and_entropy(
+    policy: Policy, obs: torch.Tensor, actions: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log pi(a|s) per row, and the mean entropy H[pi(.|s)], without distribution objects.
+
+    Gaussian: log N(a; mu, sigma^2) = -sum_j [ (a_j - mu_j)^2 / (2 sigma_j^2) + log sigma_j ]
+    - (d/2) log 2 pi, entropy sum_j log sigma_j + (d/2)(1 + log 2 pi).
+    Categorical: log softmax(z)_a, entropy -sum_k p_k log p_k.
+    """
+    out = policy.net(obs)
+    if isinstance(policy, GaussianPolicy):
+        log_std = policy.log_std
+        z = (actions - out) * torch.exp(-log_std)
+        d = out.shape[-1]
+        log_prob = -0.5 * z.pow(2).sum(-1) - log_std.sum() - 0.5 * d * math.log(2 * math.pi)
+        entropy = log_std.sum() + 0.5 * d * (1.0 + math.log(2 * math.pi))
+        return log_prob, entropy
+    log_p = torch.log_softmax(out, dim=-1)
+    log_prob = log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    entropy = -(log_p.exp() * log_p).sum(-1).mean()
+    return log_prob, entropy
+
+
+def clipped_surrogate(
+    log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip: float
+) -> torch.Tensor:
+    """L_clip = -mean(min(r A, clip(r, 1 - c, 1 + c) A)), r = exp(log_prob - old_log_prob)."""
+    ratio = torch.exp(log_prob - old_log_prob)
+    return -torch.min(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages).mean()
+
+
+def policy_divergence(policy: Policy, clean_out: torch.Tensor, attacked_out: torch.Tensor):
+    """D per row: ||Sigma^{-1/2}(mu' - mu)||^2 (Gaussian, Sigma held fixed) or KL(p || p')."""
+    if isinstance(policy, GaussianPolicy):
+        inv_var = torch.exp(-2 * policy.log_std.detach())
+        return ((attacked_out - clean_out).pow(2) * inv_var).sum(-1)
+    log_p = torch.log_softmax(clean_out, -1)
+    log_q = torch.log_softmax(attacked_out, -1)
+    return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def worst_case_states(
+    policy: Policy,
+    states: torch.Tensor,
+    eps: float,
+    norm: str = "inf",
+    steps: int = 10,
+    method: str = "sgld",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Approximately argmax_{s' in B(s, eps)} D(pi(.|s), pi(.|s')) per row (no parameter grads).
+
+    PGD: a uniform start in the ball and ``steps`` signed-gradient (inf) or normalized-gradient
+    (2) steps of size 2.5 eps / steps (Madry et al. 2018), each projected back into the ball.
+    SGLD: the same ascent from s plus Gaussian noise of scale sqrt(2 eta) T (T = 1e-3 eps), as the
+    SA-PPO code's stochastic gradient Langevin variant.
+    """
+    if eps <= 0:
+        return states
+    with torch.no_grad():
+        clean = policy.net(states)
+    if method == "pgd":
+        delta = random_in_ball(tuple(states.shape), eps, norm, generator=generator)
+    else:
+        delta = torch.zeros_like(states)
+    step = 2.5 * eps / steps
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        divergence = policy_divergence(policy, clean, policy.net(states + delta)).sum()
+        (grad,) = torch.autograd.grad(divergence, delta)
+        with torch.no_grad():
+            if norm == "inf":
+                direction = grad.sign()
+            else:
+                direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            delta = delta + step * direction
+            if method == "sgld":
+                noise = torch.randn(delta.shape, generator=generator)
+                delta = delta + math.sqrt(2 * step) * 1e-3 * eps * noise
+            delta = project_to_ball(delta, eps, norm)
+    return (states + delta).detach()
+
+
+def sa_regularizer(
+    policy: Policy,
+    states: torch.Tensor,
+    eps: float,
+    norm: str = "inf",
+    steps: int = 10,
+    method: str = "sgld",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """mean_s max_{s' in B(s, eps)} D(pi(.|s), pi(.|s')), differentiable in the policy's weights."""
+    attacked = worst_case_states(policy, states, eps, norm, steps, method, generator)
+    return policy_divergence(policy, policy.net(states), policy.net(attacked)).mean()
+
+
+def gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    dones: torch.Tensor,
+    last_values: torch.Tensor,
+    gamma: float,
+    lam: float,
+) -> torch.Tensor:
+    """Generalized advantage estimates for a (T, N) rollout; ``dones`` ends bootstrapping."""
+    advantages = torch.zeros_like(rewards)
+    next_adv = torch.zeros_like(last_values)
+    next_values = last_values
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        live = 1.0 - dones[t]
+        delta = rewards[t] + gamma * next_values * live - values[t]
+        next_adv = delta + gamma * lam * live * next_adv
+        advantages[t] = next_adv
+        next_values = values[t]
+    return advantages
+
+
+# ----------------------------------------------------------------------------- training
+
+#: Called between updates as ``hook(policy, global_step, total_steps)``; pruning schedules use it.
+UpdateHook = Callable[[nn.Module, int, int], None]
+
+
+def make_policy(config: PPOConfig, obs_dim: int, act_dim: int, discrete: bool) -> Policy:
+    if discrete:
+        return CategoricalPolicy(obs_dim, act_dim, config.hidden, config.activation)
+    return GaussianPolicy(obs_dim, act_dim, config.hidden, config.activation, config.log_std_init)
+
+
+def _adam(params: list[torch.Tensor], config: PPOConfig) -> torch.optim.Adam:
+    try:  # one fused kernel for all parameters where this torch supports it on CPU
+        return torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(params, lr=config.learning_rate, eps=config.adam_eps)
+
+
+def train_state_path(out: str | os.PathLike) -> Path:
+    """Where ``train`` keeps what a resumed run needs beside the agent file."""
+    out = Path(out)
+    return out.with_name(out.name + ".train-state.pt")
+
+
+@dataclass
+class TrainResult:
+    agent: Agent
+    steps: int
+    wall_time_s: float
+    samples_per_s: float
+    interrupted: bool = False
+
+
+def train(
+    config: PPOConfig,
+    out: str | os.PathLike | None = None,
+    hooks: Sequence[UpdateHook] = (),
+    resume: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+) -> TrainResult:
+    """Train a PPO (or SA-PPO) agent; save it to ``out`` every few iterations and at the end.
+
+    With ``resume=True`` the run continues from ``out``'s training state (optimizer, normalizers,
+    random state, curve); its environments start fresh episodes. Ctrl-C stops cleanly: the last
+    saved checkpoint stays intact and ``TrainResult.interrupted`` is set.
+    """
+    config.validate()
+    torch.set_num_threads(1)
+    seed_everything(config.seed, deterministic=False)
+    spec = env_spec(config.env_id)
+    policy = make_policy(config, spec.obs_dim, spec.act_dim, spec.discrete)
+    value = ValueNetwork(spec.obs_dim, config.hidden, config.activation)
+    params = [p for p in (*policy.parameters(), *value.parameters())]
+    optimizer = _adam(params, config)
+    obs_norm = ObservationNormalizer(spec.obs_dim, config.clip_obs, config.normalize_obs)
+    reward_scaler = RewardScaler(
+        config.num_envs, config.gamma, config.clip_reward, config.normalize_reward
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    iteration, global_step, wall_before = 0, 0, 0.0
+    curve: dict[str, list] = {
+        "steps": [], "return": [], "length": [], "samples_per_s": [], "rollout_s": [],
+        "update_s": [],
+    }
+    if resume:
+        if out is None or not train_state_path(out).is_file():
+            raise ValueError(f"nothing to resume: no training state beside {out}")
+        state = torch.load(train_state_path(out), weights_only=True)
+        saved = PPOConfig.from_dict(json.loads(state["config"]))
+        if {**saved.to_dict(), "total_steps": 0} != {**config.to_dict(), "total_steps": 0}:
+            raise ValueError("the resumed run's settings differ from the saved ones")
+        policy.load_state_dict(state["policy"])
+        value.load_state_dict(state["value"])
+        optimizer.load_state_dict(state["optimizer"])
+        obs_norm.rms.load_state_dict({k: v.numpy() if torch.is_tensor(v) else v
+                                      for k, v in state["obs_rms"].items()})
+        reward_scaler.rms.load_state_dict({k: v.numpy() if torch.is_tensor(v) else v
+                                           for k, v in state["reward_rms"].items()})
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        iteration, global_step = int(state["iteration"]), int(state["global_step"])
+        wall_before = float(state["wall_time_s"])
+        curve = json.loads(state["curve"])
+
+    def snapshot(wall: float) -> Agent:
+        return Agent(
+            env_id=config.env_id,
+            policy=policy,
+            value=value,
+            obs_mean=obs_norm.rms.mean.copy(),
+            obs_var=obs_norm.rms.var.copy(),
+            clip_obs=config.clip_obs,
+            normalize_obs=config.normalize_obs,
+            metadata={
+                "algorithm": config.variant,
+                "config": config.to_dict(),
+                "seed": config.seed,
+                "steps": global_step,
+                "iterations": iteration,
+                "wall_time_s": round(wall, 1),
+                "samples_per_s": round(global_step / max(wall, 1e-9), 1),
+                "code_version": code_version(),
+                "command": command,
+                "curve": curve,
+            },
+        )
+
+    def save(wall: float) -> None:
+        if out is None:
+            return
+        save_agent(snapshot(wall), out)
+        state = {
+            "config": json.dumps(config.to_dict()),
+            "policy": policy.state_dict(),
+            "value": value.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "obs_rms": {k: torch.as_tensor(v) for k, v in obs_norm.rms.state_dict().items()},
+            "reward_rms": {
+                k: torch.as_tensor(v) for k, v in reward_scaler.rms.state_dict().items()
+            },
+            "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "iteration": iteration,
+            "global_step": global_step,
+            "wall_time_s": wall,
+            "curve": json.dumps(curve),
+        }
+        _atomic_write(train_state_path(out), lambda tmp: torch.save(state, tmp))
+
+    T, N = config.steps_per_env, config.num_envs
+    obs_buf = torch.zeros(T, N, spec.obs_dim)
+    act_buf = torch.zeros(T, N) if spec.discrete else torch.zeros(T, N, spec.act_dim)
+    logp_buf, rew_buf, done_buf, val_buf = (torch.zeros(T, N) for _ in range(4))
+    low, high = spec.action_low, spec.action_high
+
+    envs = VectorEnv(config.env_id, N, seed=config.seed + 7919 * iteration,
+                     num_workers=config.num_workers)
+    bar = None
+    start = time.perf_counter()
+    interrupted = False
+    try:
+        raw_obs = envs.reset(seed=config.seed + 7919 * iteration)
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=config.iterations * config.steps_per_iteration, initial=global_step,
+                       unit="step", desc=f"{config.variant} {config.env_id} seed {config.seed}",
+                       dynamic_ncols=True, file=sys.stderr)
+        recent: list[float] = []
+        groups = envs.groups
+        episodes: list[tuple[float, int]] = []
+
+        # ---- rollout. Group g's inference overlaps the other groups' env stepping. Everything
+        # random is drawn per iteration from `generator`, and the normalizers are updated once
+        # per time step with all envs, so a run does not depend on how envs map to workers.
+        raw_rewards = np.zeros((T, N))
+        bootstrap = np.zeros((T, N))
+        act_dim = 1 if spec.discrete else spec.act_dim
+
+        def act(t: int, gi: int, noise: torch.Tensor) -> None:
+            g = groups[gi]
+            obs = torch.from_numpy(obs_norm(raw_obs[g]))
+            with torch.no_grad():
+                out = policy.net(obs)
+                if spec.discrete:  # inverse-CDF sampling with a pre-drawn uniform
+                    log_p = torch.log_softmax(out, -1)
+                    cdf = log_p.exp().cumsum(-1)
+                    action = torch.searchsorted(cdf, noise[t, g]).clamp_max(out.shape[-1] - 1)
+                    logp = log_p.gather(-1, action)[:, 0]
+                    action = action[:, 0]
+                else:
+                    std = policy.log_std.exp()
+                    action = out + std * noise[t, g]
+                    logp = (-0.5 * noise[t, g].pow(2).sum(-1) - policy.log_std.sum()
+                            - 0.5 * out.shape[-1] * math.log(2 * math.pi))
+                val_buf[t, g] = value(obs)
+            obs_buf[t, g], act_buf[t, g], logp_buf[t, g] = obs, action, logp
+            a = action.numpy()
+            envs.step_group(gi, a if spec.discrete else np.clip(a, low, high))
+
+        def observe(t: int, gi: int) -> None:
+            g = groups[gi]
+            res = envs.recv_group(gi)
+            raw_rewards[t, g] = res.rewards
+            done_buf[t, g] = torch.from_numpy((res.terminated | res.truncated).astype(np.float32))
+            for i, final in res.final_obs.items():
+                if res.truncated[i - g.start]:  # a time limit is not terminal: bootstrap
+                    with torch.no_grad():
+                        v = value(torch.from_numpy(obs_norm(final[None])))
+                    bootstrap[t, i] = config.gamma * float(v[0])
+            raw_obs[g] = res.obs
+            episodes.extend(res.episodes)
+
+        def end_of_step(t: int) -> None:
+            rewards = reward_scaler(raw_rewards[t], done_buf[t].numpy().astype(bool))
+            rew_buf[t] = torch.from_numpy(rewards + bootstrap[t])
+
+        while iteration < config.iterations:
+            iter_start = time.perf_counter()
+            if config.anneal_lr:
+                for group in optimizer.param_groups:
+                    group["lr"] = config.learning_rate * (1.0 - iteration / config.iterations)
+            episodes.clear()
+            bootstrap[:] = 0.0
+            noise = (torch.rand((T, N, 1), generator=generator) if spec.discrete
+                     else torch.randn((T, N, act_dim), generator=generator))
+            for t in range(T):
+                for gi in range(len(groups)):
+                    if t > 0:
+                        observe(t - 1, gi)
+                    act(t, gi, noise)
+                if t > 0:
+                    end_of_step(t - 1)
+                obs_norm.update(raw_obs)  # every observation is merged once, after its step
+            for gi in range(len(groups)):
+                observe(T - 1, gi)
+            end_of_step(T - 1)
+            with torch.no_grad():
+                last_values = value(torch.from_numpy(obs_norm(raw_obs)))
+                advantages = gae(rew_buf, val_buf, done_buf, last_values,
+                                 config.gamma, config.gae_lambda)
+                returns = advantages + val_buf
+
+            # ---- update: epochs x minibatches of the clipped objective
+            rollout_time = time.perf_counter() - iter_start
+            b_obs = obs_buf.reshape(-1, spec.obs_dim)
+            b_act = act_buf.reshape(-1) if spec.discrete else act_buf.reshape(-1, spec.act_dim)
+            b_logp, b_adv = logp_buf.reshape(-1), advantages.reshape(-1)
+            b_ret = returns.reshape(-1)
+            progress_frac = iteration / config.iterations
+            sa_eps = config.sa_eps * (min(1.0, progress_frac / config.sa_ramp)
+                                      if config.sa_ramp > 0 else 1.0)
+            size = config.minibatch_size
+            for _ in range(config.epochs):
+                perm = torch.randperm(config.steps_per_iteration, generator=generator)
+                for k in range(config.minibatches):
+                    idx = perm[k * size:(k + 1) * size]
+                    obs = b_obs[idx]
+                    log_prob, entropy = log_prob_and_entropy(policy, obs, b_act[idx])
+                    adv = b_adv[idx]
+                    if config.normalize_advantages:
+                        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                    loss = clipped_surrogate(log_prob, b_logp[idx], adv, config.clip_coef)
+                    loss = loss + config.vf_coef * 0.5 * (value(obs) - b_ret[idx]).pow(2).mean()
+                    if config.ent_coef:
+                        loss = loss - config.ent_coef * entropy
+                    if config.sa_reg > 0 and sa_eps > 0:
+                        loss = loss + config.sa_reg * sa_regularizer(
+                            policy, obs, sa_eps, config.sa_norm, config.sa_steps,
+                            config.sa_method, generator)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if config.max_grad_norm > 0:
+                        nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                    optimizer.step()
+            iteration += 1
+            global_step += config.steps_per_iteration
+            for hook in hooks:
+                hook(policy, global_step, config.iterations * config.steps_per_iteration)
+
+            # ---- bookkeeping
+            recent = ([r for r, _ in episodes] or recent)[-20:]
+            iter_time = time.perf_counter() - iter_start
+            curve["steps"].append(global_step)
+            curve["return"].append(
+                round(float(np.mean([r for r, _ in episodes])), 2) if episodes else None)
+            curve["length"].append(
+                round(float(np.mean([n for _, n in episodes])), 1) if episodes else None)
+            curve["samples_per_s"].append(round(config.steps_per_iteration / iter_time, 1))
+            curve["rollout_s"].append(round(rollout_time, 4))
+            curve["update_s"].append(round(iter_time - rollout_time, 4))
+            wall = wall_before + time.perf_counter() - start
+            if iteration % config.checkpoint_every == 0 or iteration == config.iterations:
+                save(wall)
+            if bar is not None:
+                bar.update(config.steps_per_iteration)
+                bar.set_postfix(
+                    ret=f"{np.mean(recent):.1f}" if recent else "-",
+                    sps=f"{global_step / max(wall, 1e-9):.0f}", refresh=False)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        envs.close()
+        if bar is not None:
+            bar.close()
+    wall = wall_before + time.perf_counter() - start
+    if out is not None and not interrupted:
+        train_state_path(out).unlink(missing_ok=True)
+    return TrainResult(snapshot(wall), global_step, wall,
+                       global_step / max(wall, 1e-9), interrupted)
