@@ -205,17 +205,15 @@ def worst_case_states(
 
     PGD: a uniform start in the ball and ``steps`` signed-gradient (inf) or normalized-gradient
     (2) steps of size 2.5 eps / steps (Madry et al. 2018), each projected back into the ball.
-    SGLD: the same ascent from s plus Gaussian noise of scale sqrt(2 eta) T (T = 1e-3 eps), as the
-    SA-PPO code's stochastic gradient Langevin variant.
+    SGLD: the same ascent plus Gaussian noise of scale sqrt(2 eta) T (T = 1e-3 eps) at each step,
+    as the SA-PPO code's stochastic gradient Langevin variant.
     """
     if eps <= 0:
         return states
     with torch.no_grad():
         clean = policy.net(states)
-    if method == "pgd":
-        delta = random_in_ball(tuple(states.shape), eps, norm, generator=generator)
-    else:
-        delta = torch.zeros_like(states)
+    # a random start: at s' = s the divergence has its minimum and a zero gradient
+    delta = random_in_ball(tuple(states.shape), eps, norm, generator=generator)
     step = 2.5 * eps / steps
     for _ in range(steps):
         delta.requires_grad_(True)
@@ -338,7 +336,12 @@ def train(
     if resume:
         if out is None or not train_state_path(out).is_file():
             raise ValueError(f"nothing to resume: no training state beside {out}")
-        state = torch.load(train_state_path(out), weights_only=True)
+        try:
+            state = torch.load(train_state_path(out), weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any unreadable file is the same bad input
+            raise ValueError(
+                f"unreadable training state {train_state_path(out)} ({type(error).__name__})"
+            ) from None
         saved = PPOConfig.from_dict(json.loads(state["config"]))
         if {**saved.to_dict(), "total_steps": 0} != {**config.to_dict(), "total_steps": 0}:
             raise ValueError("the resumed run's settings differ from the saved ones")
@@ -423,48 +426,45 @@ def train(
         groups = envs.groups
         episodes: list[tuple[float, int]] = []
 
-        # ---- rollout. Group g's inference overlaps the other groups' env stepping. Everything
-        # random is drawn per iteration from `generator`, and the normalizers are updated once
-        # per time step with all envs, so a run does not depend on how envs map to workers.
+        # ---- rollout. One batched inference for all envs per step (so a run does not depend on
+        # how envs map to workers); everything random is drawn per iteration from `generator`.
         raw_rewards = np.zeros((T, N))
         bootstrap = np.zeros((T, N))
         act_dim = 1 if spec.discrete else spec.act_dim
 
-        def act(t: int, gi: int, noise: torch.Tensor) -> None:
-            g = groups[gi]
-            obs = torch.from_numpy(obs_norm(raw_obs[g]))
+        def act(t: int, noise: torch.Tensor) -> None:
+            obs = torch.from_numpy(obs_norm(raw_obs))
             with torch.no_grad():
                 out = policy.net(obs)
                 if spec.discrete:  # inverse-CDF sampling with a pre-drawn uniform
                     log_p = torch.log_softmax(out, -1)
                     cdf = log_p.exp().cumsum(-1)
-                    action = torch.searchsorted(cdf, noise[t, g]).clamp_max(out.shape[-1] - 1)
+                    action = torch.searchsorted(cdf, noise[t]).clamp_max(out.shape[-1] - 1)
                     logp = log_p.gather(-1, action)[:, 0]
                     action = action[:, 0]
-                else:
-                    std = policy.log_std.exp()
-                    action = out + std * noise[t, g]
-                    logp = (-0.5 * noise[t, g].pow(2).sum(-1) - policy.log_std.sum()
+                else:  # a = mu + sigma xi, log pi(a|s) = -|xi|^2/2 - sum log sigma - d/2 log 2 pi
+                    action = out + policy.log_std.exp() * noise[t]
+                    logp = (-0.5 * noise[t].pow(2).sum(-1) - policy.log_std.sum()
                             - 0.5 * out.shape[-1] * math.log(2 * math.pi))
-                val_buf[t, g] = value(obs)
-            obs_buf[t, g], act_buf[t, g], logp_buf[t, g] = obs, action, logp
+                val_buf[t] = value(obs)
+            obs_buf[t], act_buf[t], logp_buf[t] = obs, action, logp
             a = action.numpy()
-            envs.step_group(gi, a if spec.discrete else np.clip(a, low, high))
+            for gi, g in enumerate(groups):  # the workers step their slices in parallel
+                envs.step_group(gi, a[g] if spec.discrete else np.clip(a[g], low, high))
 
-        def observe(t: int, gi: int) -> None:
-            g = groups[gi]
-            res = envs.recv_group(gi)
-            raw_rewards[t, g] = res.rewards
-            done_buf[t, g] = torch.from_numpy((res.terminated | res.truncated).astype(np.float32))
-            for i, final in res.final_obs.items():
-                if res.truncated[i - g.start]:  # a time limit is not terminal: bootstrap
-                    with torch.no_grad():
-                        v = value(torch.from_numpy(obs_norm(final[None])))
-                    bootstrap[t, i] = config.gamma * float(v[0])
-            raw_obs[g] = res.obs
-            episodes.extend(res.episodes)
-
-        def end_of_step(t: int) -> None:
+        def observe(t: int) -> None:
+            for gi, g in enumerate(groups):
+                res = envs.recv_group(gi)
+                raw_rewards[t, g] = res.rewards
+                done_buf[t, g] = torch.from_numpy(
+                    (res.terminated | res.truncated).astype(np.float32))
+                for i, final in res.final_obs.items():
+                    if res.truncated[i - g.start]:  # a time limit is not terminal: bootstrap
+                        with torch.no_grad():
+                            v = value(torch.from_numpy(obs_norm(final[None])))
+                        bootstrap[t, i] = config.gamma * float(v[0])
+                raw_obs[g] = res.obs
+                episodes.extend(res.episodes)
             rewards = reward_scaler(raw_rewards[t], done_buf[t].numpy().astype(bool))
             rew_buf[t] = torch.from_numpy(rewards + bootstrap[t])
 
@@ -478,16 +478,9 @@ def train(
             noise = (torch.rand((T, N, 1), generator=generator) if spec.discrete
                      else torch.randn((T, N, act_dim), generator=generator))
             for t in range(T):
-                for gi in range(len(groups)):
-                    if t > 0:
-                        observe(t - 1, gi)
-                    act(t, gi, noise)
-                if t > 0:
-                    end_of_step(t - 1)
-                obs_norm.update(raw_obs)  # every observation is merged once, after its step
-            for gi in range(len(groups)):
-                observe(T - 1, gi)
-            end_of_step(T - 1)
+                act(t, noise)
+                obs_norm.update(raw_obs)  # every observation is merged once, after it is used
+                observe(t)
             with torch.no_grad():
                 last_values = value(torch.from_numpy(obs_norm(raw_obs)))
                 advantages = gae(rew_buf, val_buf, done_buf, last_values,
