@@ -1,10 +1,9 @@
 """Environments: a checked factory, and a fast vectorized environment for training and evaluation.
 
 ``make_env`` is the reader-facing factory: a plain ``gymnasium.make`` env, with a one-line
-``ValueError`` for an unknown id. ``VectorEnv`` steps ``num_envs`` copies in ``num_workers``
-processes (or in-process with ``num_workers=0``). Each worker holds a *slice* of the envs and
-steps them in a plain loop, so one message per worker per step carries many env steps, and the
-trainer overlaps one worker's stepping with the policy inference for the other's slice.
+``ValueError`` for an unknown id. ``VectorEnv`` steps ``num_envs`` copies with ``num_workers``
+threads or processes (or inline with ``num_workers=0``). Each worker holds a *slice* of the
+envs and steps them in a plain loop, so one hand-off per worker per step carries many env steps.
 
 Episodes reset automatically in the same step (the "same-step" convention): when an episode ends,
 ``step`` returns the first observation of the next episode and reports the last observation of
@@ -155,32 +154,42 @@ class StepResult:
 
 
 class VectorEnv:
-    """``num_envs`` copies of ``env_id`` in ``num_workers`` processes (0: in this process).
+    """``num_envs`` copies of ``env_id`` stepped by ``num_workers`` workers (0: inline).
 
-    Env ``i`` is seeded with ``seed + i`` on the first reset. ``groups`` lists the env slices
-    held by each worker; ``step_group``/``recv_group`` let a caller overlap the stepping of one
-    group with work on another. ``step`` steps every env.
+    Workers are threads by default (``backend="thread"``: MuJoCo releases the GIL while it
+    simulates, and a thread needs no message passing) or processes (``backend="process"``,
+    for environments that hold the GIL). Env ``i`` is seeded with ``seed + i`` on the first
+    reset. ``groups`` lists the env slices held by each worker; ``step_group``/``recv_group``
+    start one group's step and wait for it; ``step`` steps every env.
     """
 
     def __init__(
-        self, env_id: str, num_envs: int, seed: int = 0, num_workers: int = 0
+        self,
+        env_id: str,
+        num_envs: int,
+        seed: int = 0,
+        num_workers: int = 0,
+        backend: str = "thread",
     ) -> None:
         self.spec = env_spec(env_id)
         if num_envs < 1:
             raise ValueError(f"num_envs must be positive, got {num_envs}")
+        if backend not in ("thread", "process"):
+            raise ValueError(f"unknown backend {backend!r}; use 'thread' or 'process'")
         self.num_envs = num_envs
         self.num_workers = max(0, min(num_workers, num_envs))
+        self.backend = backend if self.num_workers else "inline"
         seeds = [seed + i for i in range(num_envs)]
         n_groups = max(1, self.num_workers)
         bounds = np.linspace(0, num_envs, n_groups + 1).round().astype(int)
         self.groups = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         limit = self.spec.max_episode_steps
-        self._local: _EnvSlice | None = None
+        self._slices: list[_EnvSlice] = []
+        self._results: list = [None] * len(self.groups)
+        self._pool = None
         self._conns = []
         self._procs = []
-        if self.num_workers == 0:
-            self._local = _EnvSlice(env_id, seeds, limit)
-        else:
+        if self.backend == "process":
             ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
             for group in self.groups:
                 parent, child = ctx.Pipe()
@@ -191,21 +200,31 @@ class VectorEnv:
                 child.close()
                 self._conns.append(parent)
                 self._procs.append(proc)
+        else:
+            self._slices = [_EnvSlice(env_id, seeds[group], limit) for group in self.groups]
+            if self.backend == "thread":
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._pool = ThreadPoolExecutor(max_workers=self.num_workers)
         self._pending: list[bool] = [False] * len(self.groups)
 
     def reset(self, seed: int | None = None) -> np.ndarray:
         """Reset every env (env ``i`` with ``seed + i`` if a seed is given) and return obs."""
         seeds = None if seed is None else [seed + i for i in range(self.num_envs)]
-        if self._local is not None:
-            return self._local.reset(seeds)
+        if self.backend != "process":
+            return np.concatenate([
+                part.reset(None if seeds is None else seeds[group])
+                for part, group in zip(self._slices, self.groups, strict=True)])
         for group, conn in zip(self.groups, self._conns, strict=True):
             conn.send(("reset", None if seeds is None else seeds[group]))
         return np.concatenate([conn.recv() for conn in self._conns])
 
     def step_group(self, g: int, actions: np.ndarray) -> None:
-        """Send actions to group ``g`` (asynchronously when it lives in a worker)."""
-        if self._local is not None:
-            self._local_result = self._local.step(actions)
+        """Start group ``g``'s step (asynchronously unless the envs are stepped inline)."""
+        if self.backend == "inline":
+            self._results[g] = self._slices[g].step(actions)
+        elif self.backend == "thread":
+            self._results[g] = self._pool.submit(self._slices[g].step, actions)
         else:
             self._conns[g].send(("step", actions))
         self._pending[g] = True
@@ -215,7 +234,13 @@ class VectorEnv:
         if not self._pending[g]:
             raise RuntimeError(f"group {g} was not stepped")
         self._pending[g] = False
-        result = self._local_result if self._local is not None else self._conns[g].recv()
+        if self.backend == "inline":
+            result = self._results[g]
+        elif self.backend == "thread":
+            result = self._results[g].result()
+        else:
+            result = self._conns[g].recv()
+        self._results[g] = None
         obs, rewards, terminated, truncated, final_obs, episodes = result
         offset = self.groups[g].start
         return StepResult(obs, rewards, terminated, truncated,
@@ -241,9 +266,12 @@ class VectorEnv:
         )
 
     def close(self) -> None:
-        if self._local is not None:
-            self._local.close()
-            self._local = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        for part in self._slices:
+            part.close()
+        self._slices = []
         for conn in self._conns:
             try:
                 conn.send(("close", None))

@@ -283,3 +283,23 @@ def test_pruning_masks_survive_optimizer_steps_and_saving(tmp_path):
                    progress=False)
     assert math.isclose(sparsity(result.agent.policy), 0.5, abs_tol=1e-3)
     assert math.isclose(sparsity(load_agent(out).policy), 0.5, abs_tol=1e-3)
+
+
+def test_vector_env_backends_step_identically():
+    from pruningrl.envs import VectorEnv
+
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1, 1, size=(60, 4, 3))
+    traces = []
+    for workers, backend in ((0, "thread"), (2, "thread"), (2, "process")):
+        with VectorEnv("Hopper-v5", 4, seed=5, num_workers=workers, backend=backend) as envs:
+            obs = [envs.reset(seed=5)]
+            episodes = []
+            for a in actions:
+                res = envs.step(a)
+                obs.append(res.obs)
+                episodes.extend(res.episodes)
+            traces.append((np.stack(obs), sorted(episodes)))
+    for obs, episodes in traces[1:]:
+        np.testing.assert_array_equal(obs, traces[0][0])
+        assert episodes == traces[0][1]
