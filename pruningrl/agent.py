@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from pruningrl.normalization import EPSILON
-from pruningrl.policies import Policy, ValueNetwork, policy_from_config
+from pruningrl.policies import Policy, ValueNetwork, policy_from_config, refresh_pruned_weights
 from pruningrl.pruning import apply_masks, prunable_layers
 
 FORMAT = "pruningrl.agent"
@@ -141,6 +141,7 @@ def load_agent(path: str | os.PathLike) -> Agent:
         value_state = {k[6:]: v for k, v in tensors.items() if k.startswith("value.")}
         _attach_masks(policy, policy_state, path)
         policy.load_state_dict(policy_state)
+        refresh_pruned_weights(policy)
         value.load_state_dict(value_state)
         obs_mean = tensors["obs_norm.mean"].numpy()
         obs_var = tensors["obs_norm.var"].numpy()
@@ -163,7 +164,20 @@ def load_agent(path: str | os.PathLike) -> Agent:
     )
 
 
-def _attach_masks(policy: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def clone_policy(policy: Policy) -> Policy:
+    """An independent copy of a (possibly pruned) policy, masks included.
+
+    ``copy.deepcopy`` fails on a module pruned by ``torch.nn.utils.prune`` (its ``weight`` is a
+    computed tensor); this rebuilds the module from its config and state dict instead.
+    """
+    clone = policy_from_config(policy.config())
+    state = {k: v.detach().clone() for k, v in policy.state_dict().items()}
+    _attach_masks(clone, state, "the policy")
+    clone.load_state_dict(state)
+    return refresh_pruned_weights(clone)
+
+
+def _attach_masks(policy: nn.Module, state: dict[str, torch.Tensor], path: Path | str) -> None:
     """Re-create the ``torch.nn.utils.prune`` masks a pruned checkpoint carries."""
     names = [n for n, m in policy.named_modules() if m in set(prunable_layers(policy))]
     masks = [state.get(f"{name}.weight_mask") for name in names]

@@ -31,7 +31,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from pruningrl.policies import CategoricalPolicy, GaussianPolicy
+from pruningrl.policies import CategoricalPolicy, GaussianPolicy, effective_weight
 
 Kind = Literal["gaussian", "categorical", "raw"]
 
@@ -119,7 +119,7 @@ def mlp_view(module: nn.Module) -> MLPView:
                     f"layer {position} is {type(child).__name__}, expected nn.Linear: the "
                     "network must alternate Linear layers and elementwise activations"
                 )
-            weight = child.weight.detach().to(torch.float64)
+            weight = effective_weight(child).detach().to(torch.float64)
             bias = (
                 child.bias.detach().to(torch.float64)
                 if child.bias is not None

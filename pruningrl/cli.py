@@ -3,6 +3,8 @@
     agents    [--json]                               list the shipped agents
     train     --env ENV [--steps N] [--seed S] [--sa-reg K [--eps E]] --out PATH
     evaluate  --agent A [--episodes N] [--seed S] [--stochastic] [--json]
+    prune     --agent A --method random|magnitude|gradual|micro --sparsity X [--scope S]
+              [--finetune-steps N] --out PATH
     certify   --agent A --eps E [--norm inf|2] [--method global|local] [--json]
 
 An agent is a shipped id ``ENV/VARIANT/seedK`` or a checkpoint path. With ``--json`` a command
@@ -53,6 +55,33 @@ def _nonnegative_float(text: str) -> float:
     return value
 
 
+def _sparsity(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a sparsity in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"sparsity must lie in [0, 1), got {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and out.is_dir():
+        raise UsageError(f"{out} is a directory; --out names a checkpoint file")
+    if out.exists() and not force:
+        raise UsageError(f"{out} exists; pass --force to overwrite it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m pruningrl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -68,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SA-PPO regularizer weight kappa (0: plain PPO)")
     train.add_argument("--eps", type=_nonnegative_float, default=None,
                        help="SA-PPO radius (default: the task's attack eps)")
+    train.add_argument("--prune-method", choices=("gradual", "micro"), default=None,
+                       help="prune during training with this schedule")
+    train.add_argument("--sparsity", type=_sparsity, default=None, help="final sparsity")
+    train.add_argument("--scope", choices=("global", "layer"), default="global")
     train.add_argument("--num-envs", type=_positive_int, default=None)
     train.add_argument("--workers", type=int, default=None, help="env processes (0: in-process)")
     train.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
@@ -84,6 +117,23 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--attack", default=None, help="attack name (see the attacks chapter)")
     evaluate.add_argument("--eps", type=_nonnegative_float, default=None, help="attack radius")
     evaluate.add_argument("--json", action="store_true")
+
+    prune = sub.add_parser("prune", help="prune an agent (one-shot or with a schedule)")
+    prune.add_argument("--agent", required=True, help="shipped id or checkpoint path")
+    prune.add_argument("--method", required=True, choices=("random", "magnitude", "gradual",
+                                                            "micro"))
+    prune.add_argument("--sparsity", type=_sparsity, required=True,
+                       help="fraction of weight-matrix entries zeroed, in [0, 1)")
+    prune.add_argument("--scope", choices=("global", "layer"), default="global")
+    prune.add_argument("--finetune-steps", type=_nonnegative_int, default=0,
+                       help="PPO steps after (one-shot) or during (gradual, micro) pruning")
+    prune.add_argument("--rate", type=float, default=0.02,
+                       help="micro: fraction of the remaining weights pruned per update")
+    prune.add_argument("--seed", type=int, default=0)
+    prune.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
+    prune.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    prune.add_argument("--no-progress", action="store_true")
+    prune.add_argument("--json", action="store_true")
 
     certify = sub.add_parser("certify", help="certified total-variation bound")
     certify.add_argument("--agent", required=True)
@@ -139,6 +189,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings.update(sa_reg=args.sa_reg, sa_eps=eps)
     elif args.eps is not None:
         raise UsageError("--eps is the SA-PPO radius: give it with --sa-reg")
+    hooks = []
+    if args.prune_method is not None:
+        if args.sparsity is None:
+            raise UsageError("--prune-method needs --sparsity")
+        from pruningrl.pruning import schedule
+
+        hooks.append(schedule(args.prune_method, args.sparsity, args.scope))
+    elif args.sparsity is not None:
+        raise UsageError("--sparsity needs --prune-method gradual|micro (or use `prune`)")
     if args.num_envs is not None:
         settings["num_envs"] = args.num_envs
     if args.workers is not None:
@@ -147,8 +206,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.force:
         train_state_path(out).unlink(missing_ok=True)
     command = "python -m pruningrl " + shlex.join(sys.argv[1:]) if sys.argv else None
-    result = train(config, out, resume=args.resume, progress=not args.no_progress,
-                   command=command)
+    extra = None
+    if hooks:
+        extra = {"pruning": {"method": args.prune_method, "scope": args.scope,
+                             "target_sparsity": args.sparsity, "during": "training"}}
+    result = train(config, out, hooks=hooks, resume=args.resume,
+                   progress=not args.no_progress, command=command, extra_metadata=extra)
     if result.interrupted:
         print(f"pruningrl: interrupted at {result.steps} steps; the last checkpoint {out} is "
               "intact, continue with --resume", file=sys.stderr)
@@ -186,6 +249,60 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from pruningrl.agent import save_agent
+    from pruningrl.bounds import certified_tv
+    from pruningrl.envs import task_eps
+    from pruningrl.ppo import PPOConfig, train
+    from pruningrl.pruning import layer_sparsity, one_shot_prune, schedule, sparsity
+    from pruningrl.zoo import load
+
+    out = Path(args.out)
+    _check_out(out, args.force)
+    scheduled = args.method in ("gradual", "micro")
+    if scheduled and args.finetune_steps == 0:
+        raise UsageError(f"--method {args.method} prunes during fine-tuning: give --finetune-steps")
+    agent = load(args.agent)
+    eps = task_eps(agent.env_id) or 0.05
+    tv_before = certified_tv(agent.policy, eps)
+    record = {"method": args.method, "scope": args.scope, "target_sparsity": args.sparsity,
+              "seed": args.seed, "finetune_steps": args.finetune_steps,
+              "parent": str(args.agent),
+              "parent_code_version": agent.metadata.get("code_version")}
+    command = "python -m pruningrl " + shlex.join(sys.argv[1:]) if sys.argv else None
+    samples_per_s = None
+    if not scheduled:
+        one_shot_prune(agent.policy, args.method, args.sparsity, args.scope, args.seed)
+    if args.finetune_steps > 0:
+        settings = dict(agent.metadata.get("config") or {"env_id": agent.env_id})
+        settings.update(total_steps=args.finetune_steps, seed=args.seed, freeze_obs_norm=True)
+        config = PPOConfig.from_dict(settings).validate()
+        hooks = [schedule(args.method, args.sparsity, args.scope, args.rate)] if scheduled else []
+        if out.exists():
+            from pruningrl.ppo import train_state_path
+
+            train_state_path(out).unlink(missing_ok=True)
+        result = train(config, out, hooks=hooks, progress=not args.no_progress, command=command,
+                       init=agent, extra_metadata={"pruning": record})
+        if result.interrupted:
+            print(f"pruningrl: interrupted; {out} holds the last checkpoint", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        agent, samples_per_s = result.agent, round(result.samples_per_s, 1)
+    else:
+        agent.metadata = {**agent.metadata, "pruning": record, "command": command}
+        save_agent(agent, out)
+    payload = {"out": str(out), "env_id": agent.env_id, **record,
+               "sparsity": sparsity(agent.policy), "layer_sparsity": layer_sparsity(agent.policy),
+               "eps": eps, "certified_tv_before": tv_before,
+               "certified_tv": certified_tv(agent.policy, eps),
+               "finetune_samples_per_s": samples_per_s}
+    _emit(payload, args.json, [
+        f"pruned {args.agent} by {args.method} ({args.scope}) to sparsity "
+        f"{payload['sparsity']:.4f}; certified TV at eps {eps}: {tv_before:.4g} -> "
+        f"{payload['certified_tv']:.4g}; saved {out}"])
+    return 0
+
+
 def cmd_certify(args: argparse.Namespace) -> int:
     from pruningrl.bounds import certified_tv, lipschitz_abs_product, local_lipschitz
     from pruningrl.evaluation import visited_states
@@ -216,7 +333,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"agents": cmd_agents, "train": cmd_train, "evaluate": cmd_evaluate,
-            "certify": cmd_certify}
+            "prune": cmd_prune, "certify": cmd_certify}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

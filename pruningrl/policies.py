@@ -53,6 +53,27 @@ def build_mlp(
     return nn.Sequential(*layers)
 
 
+def effective_weight(layer: nn.Linear) -> torch.Tensor:
+    """The weight a layer computes with: W_orig * M if ``torch.nn.utils.prune`` masks it.
+
+    Pruning stores ``weight_orig`` and ``weight_mask`` and recomputes ``layer.weight`` in a
+    forward pre-hook, so between an optimizer step (or a state-dict load) and the next forward
+    call ``layer.weight`` is stale. This is never stale.
+    """
+    mask, orig = getattr(layer, "weight_mask", None), getattr(layer, "weight_orig", None)
+    if mask is not None and orig is not None:
+        return orig * mask
+    return layer.weight
+
+
+def refresh_pruned_weights(module: nn.Module) -> nn.Module:
+    """Recompute ``weight = weight_orig * weight_mask`` on every pruned Linear. Returns module."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear) and hasattr(layer, "weight_mask"):
+            layer.weight = effective_weight(layer)
+    return module
+
+
 class GaussianPolicy(nn.Module):
     """pi(a|s) = N(mu_theta(s), diag(exp(2 log_std))), with a state-independent log-std."""
 

@@ -26,6 +26,7 @@ observations and rewards normalized and clipped at 10.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -39,12 +40,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from pruningrl.agent import Agent, _atomic_write, save_agent
+from pruningrl.agent import Agent, _atomic_write, clone_policy, save_agent
 from pruningrl.balls import project_to_ball, random_in_ball
 from pruningrl.envs import VectorEnv, check_env_id, env_spec
 from pruningrl.gradients import ppo_gradients
 from pruningrl.normalization import ObservationNormalizer, RewardScaler
-from pruningrl.policies import CategoricalPolicy, GaussianPolicy, Policy, ValueNetwork
+from pruningrl.policies import (
+    CategoricalPolicy,
+    GaussianPolicy,
+    Policy,
+    ValueNetwork,
+    refresh_pruned_weights,
+)
 from pruningrl.reproducibility import code_version, seed_everything
 
 
@@ -78,6 +85,7 @@ class PPOConfig:
     normalize_reward: bool = True
     clip_obs: float = 10.0
     clip_reward: float = 10.0
+    freeze_obs_norm: bool = False  # fine-tuning keeps the agent's statistics (its threat model)
     # networks
     hidden: tuple[int, ...] = (64, 64)
     activation: str = "tanh"
@@ -311,8 +319,14 @@ def train(
     resume: bool = False,
     progress: bool = True,
     command: str | None = None,
+    init: Agent | None = None,
+    extra_metadata: dict | None = None,
 ) -> TrainResult:
     """Train a PPO (or SA-PPO) agent; save it to ``out`` every few iterations and at the end.
+
+    ``init`` starts from an existing agent (fine-tuning: its networks, pruning masks included,
+    and its observation statistics, which stay frozen if ``config.freeze_obs_norm``).
+    ``extra_metadata`` is stored with the agent (for example how it was pruned).
 
     With ``resume=True`` the run continues from ``out``'s training state (optimizer, normalizers,
     random state, curve); its environments start fresh episodes. Ctrl-C stops cleanly: the last
@@ -322,11 +336,19 @@ def train(
     torch.set_num_threads(1)
     seed_everything(config.seed, deterministic=False)
     spec = env_spec(config.env_id)
-    policy = make_policy(config, spec.obs_dim, spec.act_dim, spec.discrete)
-    value = ValueNetwork(spec.obs_dim, config.hidden, config.activation)
+    if init is not None:
+        if init.env_id != config.env_id:
+            raise ValueError(f"the initial agent is for {init.env_id}, not {config.env_id}")
+        policy, value = clone_policy(init.policy), copy.deepcopy(init.value)
+    else:
+        policy = make_policy(config, spec.obs_dim, spec.act_dim, spec.discrete)
+        value = ValueNetwork(spec.obs_dim, config.hidden, config.activation)
     params = [p for p in (*policy.parameters(), *value.parameters())]
     optimizer = _adam(params, config)
     obs_norm = ObservationNormalizer(spec.obs_dim, config.clip_obs, config.normalize_obs)
+    if init is not None:
+        obs_norm.rms.mean, obs_norm.rms.var = init.obs_mean.copy(), init.obs_var.copy()
+        obs_norm.rms.count = float(init.metadata.get("steps", 0)) or 1e4
     reward_scaler = RewardScaler(
         config.num_envs, config.gamma, config.clip_reward, config.normalize_reward
     )
@@ -380,6 +402,7 @@ def train(
                 "samples_per_s": round(global_step / max(wall, 1e-9), 1),
                 "code_version": code_version(),
                 "command": command,
+                **(extra_metadata or {}),
                 "curve": curve,
             },
         )
@@ -482,7 +505,8 @@ def train(
                      else torch.randn((T, N, act_dim), generator=generator))
             for t in range(T):
                 act(t, noise)
-                obs_norm.update(raw_obs)  # every observation is merged once, after it is used
+                if not config.freeze_obs_norm:
+                    obs_norm.update(raw_obs)  # every observation is merged once, after use
                 observe(t)
             with torch.no_grad():
                 last_values = value(torch.from_numpy(obs_norm(raw_obs)))
@@ -529,6 +553,7 @@ def train(
                     if config.max_grad_norm > 0:
                         nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                     optimizer.step()
+            refresh_pruned_weights(policy)  # keep layer.weight in step with W_orig * M
             iteration += 1
             global_step += config.steps_per_iteration
             for hook in hooks:
