@@ -51,22 +51,34 @@ def _forward(net: nn.Sequential, x: torch.Tensor):
     return x, (pairs, activation, hidden)
 
 
-def _backward(cache, grad_out: torch.Tensor, grads: dict[torch.Tensor, torch.Tensor]) -> None:
+def _add(grads: dict[torch.Tensor, torch.Tensor], key: torch.Tensor, value: torch.Tensor) -> None:
+    grads[key] = grads[key] + value if key in grads else value
+
+
+def _backward(
+    cache, grad_out: torch.Tensor, grads: dict[torch.Tensor, torch.Tensor] | None
+) -> torch.Tensor:
+    """Backpropagate ``grad_out``; accumulate parameter gradients into ``grads`` (unless None)
+    and return the gradient with respect to the network's input."""
     pairs, activation, hidden = cache
     g = grad_out
     for i in range(len(pairs) - 1, -1, -1):
         layer, weight = pairs[i]
-        grad_weight = g.t() @ hidden[i]
-        mask = getattr(layer, "weight_mask", None)
-        if mask is not None:
-            grads[layer.weight_orig] = grad_weight * mask
-        else:
-            grads[layer.weight] = grad_weight
-        grads[layer.bias] = g.sum(0)
+        if grads is not None:
+            grad_weight = g.t() @ hidden[i]
+            mask = getattr(layer, "weight_mask", None)
+            if mask is not None:
+                _add(grads, layer.weight_orig, grad_weight * mask)
+            else:
+                _add(grads, layer.weight, grad_weight)
+            _add(grads, layer.bias, g.sum(0))
         if i > 0:
             h = hidden[i]
             slope = 1.0 - h * h if activation == "tanh" else (h > 0).to(h.dtype)
             g = (g @ weight) * slope
+        else:
+            g = g @ weight
+    return g
 
 
 @torch.no_grad()
@@ -121,3 +133,57 @@ def ppo_gradients(
     v, critic_cache = _forward(value.net, obs)
     _backward(critic_cache, (vf_coef / batch) * (v[:, 0] - returns)[:, None], grads)
     return grads
+
+
+# ----------------------------------------------------------------------------- SA-PPO
+
+
+def _divergence_grads(policy: Policy, clean_out: torch.Tensor, attacked_out: torch.Tensor):
+    """D per row and dD/d(attacked output), dD/d(clean output), for D of ``policy_divergence``.
+
+    Gaussian: D = sum_j (z'_j - z_j)^2 / sigma_j^2 (sigma held fixed), so dD/dz' = 2 (z' - z) /
+    sigma^2 = -dD/dz. Categorical: D = KL(p || q) with p = softmax z, q = softmax z', so
+    dD/dz' = q - p and dD/dz = p * (v - sum_k p_k v_k), v = log p - log q.
+    """
+    if isinstance(policy, GaussianPolicy):
+        inv_var = torch.exp(-2 * policy.log_std.detach())
+        diff = attacked_out - clean_out
+        grad_attacked = 2.0 * diff * inv_var
+        return (diff * diff * inv_var).sum(-1), grad_attacked, -grad_attacked
+    log_p = torch.log_softmax(clean_out, -1)
+    log_q = torch.log_softmax(attacked_out, -1)
+    p, v = log_p.exp(), log_p - log_q
+    divergence = (p * v).sum(-1)
+    return divergence, log_q.exp() - p, p * (v - divergence[:, None])
+
+
+@torch.no_grad()
+def divergence_input_gradient(
+    policy: Policy, clean_out: torch.Tensor, attacked: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """D(pi(.|s), pi(.|s')) per row and its gradient with respect to s' (the inner max's step)."""
+    out, cache = _forward(policy.net, attacked)
+    divergence, grad_out, _ = _divergence_grads(policy, clean_out, out)
+    return divergence, _backward(cache, grad_out, None)
+
+
+@torch.no_grad()
+def sa_gradients(
+    policy: Policy,
+    states: torch.Tensor,
+    attacked: torch.Tensor,
+    weight: float,
+    grads: dict[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """Add d/dtheta of ``weight * mean_i D(pi(.|s_i), pi(.|s'_i))`` to ``grads``; return mean D.
+
+    The worst-case states s' are held fixed (the inner maximum's envelope), and both ends of
+    the divergence are differentiated, as autograd does for ``pruningrl.ppo.sa_regularizer``.
+    """
+    batch = states.shape[0]
+    clean_out, clean_cache = _forward(policy.net, states)
+    attacked_out, attacked_cache = _forward(policy.net, attacked)
+    divergence, grad_attacked, grad_clean = _divergence_grads(policy, clean_out, attacked_out)
+    _backward(attacked_cache, (weight / batch) * grad_attacked, grads)
+    _backward(clean_cache, (weight / batch) * grad_clean, grads)
+    return divergence.mean()

@@ -43,7 +43,7 @@ from torch import nn
 from pruningrl.agent import Agent, _atomic_write, clone_policy, save_agent
 from pruningrl.balls import project_to_ball, random_in_ball
 from pruningrl.envs import VectorEnv, check_env_id, env_spec
-from pruningrl.gradients import ppo_gradients
+from pruningrl.gradients import divergence_input_gradient, ppo_gradients, sa_gradients
 from pruningrl.normalization import ObservationNormalizer, RewardScaler
 from pruningrl.policies import (
     CategoricalPolicy,
@@ -227,19 +227,17 @@ def worst_case_states(
     delta = random_in_ball(tuple(states.shape), eps, norm, generator=generator)
     step = 2.5 * eps / steps
     for _ in range(steps):
-        delta.requires_grad_(True)
-        divergence = policy_divergence(policy, clean, policy.net(states + delta)).sum()
-        (grad,) = torch.autograd.grad(divergence, delta)
-        with torch.no_grad():
-            if norm == "inf":
-                direction = grad.sign()
-            else:
-                direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            delta = delta + step * direction
-            if method == "sgld":
-                noise = torch.randn(delta.shape, generator=generator)
-                delta = delta + math.sqrt(2 * step) * 1e-3 * eps * noise
-            delta = project_to_ball(delta, eps, norm)
+        # the gradient of D with respect to s', by hand (pruningrl.gradients): no autograd graph
+        _, grad = divergence_input_gradient(policy, clean, states + delta)
+        if norm == "inf":
+            direction = grad.sign()
+        else:
+            direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        delta = delta + step * direction
+        if method == "sgld":
+            noise = torch.randn(delta.shape, generator=generator)
+            delta = delta + math.sqrt(2 * step) * 1e-3 * eps * noise
+        delta = project_to_ball(delta, eps, norm)
     return (states + delta).detach()
 
 
@@ -532,10 +530,15 @@ def train(
                     adv = b_adv[idx]
                     if config.normalize_advantages:
                         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                    if config.analytic_gradients and not (config.sa_reg > 0 and sa_eps > 0):
+                    if config.analytic_gradients:
                         grads = ppo_gradients(policy, value, obs, b_act[idx], b_logp[idx], adv,
                                               b_ret[idx], config.clip_coef, config.vf_coef,
                                               config.ent_coef)
+                        if config.sa_reg > 0 and sa_eps > 0:
+                            attacked = worst_case_states(
+                                policy, obs, sa_eps, config.sa_norm, config.sa_steps,
+                                config.sa_method, generator)
+                            sa_gradients(policy, obs, attacked, config.sa_reg, grads)
                         for p in params:
                             p.grad = grads.get(p)
                     else:

@@ -56,3 +56,41 @@ def test_fast_gradients_equal_autograd(kind, activation, pruning, ent):
         for layer in policy.net:
             if hasattr(layer, "weight_mask"):
                 assert torch.all(got[layer.weight_orig][layer.weight_mask == 0] == 0)
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("pruned", [False, True])
+def test_sa_gradients_equal_autograd(kind, pruned):
+    from pruningrl.gradients import divergence_input_gradient, sa_gradients
+    from pruningrl.ppo import policy_divergence
+
+    torch.manual_seed(2)
+    policy = (GaussianPolicy(6, 2, (16, 16), log_std_init=-0.5) if kind == "gaussian"
+              else CategoricalPolicy(6, 3, (16, 16)))
+    with torch.no_grad():
+        policy.net[-1].weight.normal_(0, 0.5)
+    if pruned:
+        magnitude_prune(policy, 0.4, scope="layer")
+    states = torch.randn(32, 6)
+    attacked = (states + 0.1 * torch.randn(32, 6)).requires_grad_(True)
+    # the inner maximisation's step: d D / d s'
+    with torch.no_grad():
+        clean = policy.net(states)
+    divergence = policy_divergence(policy, clean, policy.net(attacked))
+    (expected_input,) = torch.autograd.grad(divergence.sum(), attacked)
+    got_divergence, got_input = divergence_input_gradient(policy, clean, attacked.detach())
+    torch.testing.assert_close(got_divergence, divergence.detach())
+    torch.testing.assert_close(got_input, expected_input, rtol=1e-4, atol=1e-6)
+    # the outer term: d/dtheta of kappa * mean D with s' held fixed
+    params = list(policy.parameters())
+    loss = 0.3 * policy_divergence(policy, policy.net(states),
+                                   policy.net(attacked.detach())).mean()
+    expected = dict(zip(params, torch.autograd.grad(loss, params, allow_unused=True),
+                        strict=True))
+    got = {}
+    sa_gradients(policy, states, attacked.detach(), 0.3, got)
+    for param, grad in expected.items():
+        if grad is None:  # the log-std is held fixed inside the divergence
+            assert param not in got
+        else:
+            torch.testing.assert_close(got[param], grad, rtol=1e-4, atol=1e-6)
