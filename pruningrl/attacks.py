@@ -6,12 +6,22 @@ Every perturbation is projected into the ball, and the projection is asserted.
 * ``maximize_tv``: projected gradient ascent with random restarts on TV(pi(.|s), pi(.|s')),
   the strongest per-state attack on the certified quantity. Its value is a lower bound on
   sup_{s'} TV, the left end of the sandwich attack <= true <= local bound <= global bound.
+* Attacks on an agent's observations during an episode (SA-PPO's evaluation suite, Zhang et
+  al. 2020), each a batched function of normalized states and, through ``AttackWrapper``, a
+  gymnasium observation wrapper:
+  - ``random_attack``: uniform noise in the ball;
+  - ``critic_attack``: PGD that minimizes the agent's own value V(s') (Pattanaik et al. 2018);
+  - ``mad_attack``: PGD/SGLD that maximizes KL(pi(.|s) || pi(.|s')), the "maximal action
+    difference" attack.
+  ``make_attack(name, agent, eps)`` builds one by name.
 """
 
 from __future__ import annotations
 
 import math
 
+import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,10 +30,16 @@ from pruningrl.bounds import _check_eps, parse_norm
 from pruningrl.policies import CategoricalPolicy, GaussianPolicy
 
 __all__ = [
+    "ATTACKS",
     "BALL_TOLERANCE",
+    "AttackWrapper",
     "assert_in_ball",
+    "critic_attack",
+    "mad_attack",
+    "make_attack",
     "maximize_tv",
     "project_to_ball",
+    "random_attack",
     "random_in_ball",
 ]
 
@@ -98,3 +114,113 @@ def maximize_tv(
             q.requires_grad_(flag)
     assert_in_ball(best_states - states, eps, norm)
     return best_states, best_tv
+
+
+# ---------------------------------------------------------------------------------------------
+# Attacks on an agent's observations
+# ---------------------------------------------------------------------------------------------
+
+#: The attacks ``make_attack`` builds (the learned ones arrive with the attack-suite chapter).
+ATTACKS = ("none", "random", "critic", "mad")
+
+
+def random_attack(
+    states: torch.Tensor, eps: float, norm: str = "inf", generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """s' = s + u, u uniform in B_p(0, eps)."""
+    eps = _check_eps(eps)
+    attacked = states + random_in_ball(tuple(states.shape), eps, norm, generator=generator)
+    assert_in_ball(attacked - states, eps, norm)
+    return attacked
+
+
+def critic_attack(
+    value: nn.Module,
+    states: torch.Tensor,
+    eps: float,
+    norm: str = "inf",
+    steps: int = 10,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """s' = argmin_{s' in B(s, eps)} V(s') by ``steps`` of PGD from a random start.
+
+    The agent then acts as if it were in the state its own critic values least.
+    """
+    eps = _check_eps(eps)
+    if eps == 0:
+        return states
+    p = parse_norm(norm)
+    delta = random_in_ball(tuple(states.shape), eps, norm, generator=generator)
+    step = 2.5 * eps / steps
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(value(states + delta).sum(), delta)
+        with torch.no_grad():
+            if p == math.inf:
+                direction = grad.sign()
+            else:
+                direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            delta = project_to_ball(delta - step * direction, eps, norm)
+    attacked = (states + delta).detach()
+    assert_in_ball(attacked - states, eps, norm)
+    return attacked
+
+
+def mad_attack(
+    policy: nn.Module,
+    states: torch.Tensor,
+    eps: float,
+    norm: str = "inf",
+    steps: int = 10,
+    method: str = "sgld",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """s' = argmax_{s' in B(s, eps)} KL(pi(.|s) || pi(.|s')) (Gaussian: the squared
+    Mahalanobis distance of the means), by PGD or SGLD: the SA-PPO inner maximization."""
+    from pruningrl.ppo import worst_case_states
+
+    eps = _check_eps(eps)
+    attacked = worst_case_states(policy, states, eps, norm, steps, method, generator)
+    assert_in_ball(attacked - states, eps, norm)
+    return attacked
+
+
+def make_attack(
+    name: str, agent, eps: float, norm: str = "inf", steps: int = 10, seed: int = 0
+):
+    """The attack ``name`` against ``agent`` as a callable on batches of normalized states."""
+    eps = _check_eps(eps)
+    generator = torch.Generator().manual_seed(seed)
+    if name == "none":
+        return lambda states: states
+    if name == "random":
+        return lambda states: random_attack(states, eps, norm, generator)
+    if name == "critic":
+        return lambda states: critic_attack(agent.value, states, eps, norm, steps, generator)
+    if name == "mad":
+        return lambda states: mad_attack(agent.policy, states, eps, norm, steps, "sgld",
+                                         generator)
+    raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+
+
+class AttackWrapper(gym.ObservationWrapper):
+    """A gymnasium observation wrapper that perturbs an agent's observations.
+
+    ``observation(o)`` normalizes o with the agent's frozen statistics, applies ``attack``
+    inside the ball, and maps the result back to raw coordinates, so the agent, normalizing
+    again, sees exactly the attacked state (away from the clip at +-10).
+    """
+
+    def __init__(self, env: gym.Env, agent, attack) -> None:
+        super().__init__(env)
+        self.agent, self.attack = agent, attack
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        state = self.agent.normalize(observation[None])
+        with torch.no_grad():
+            attacked = self.attack(state)[0].double().numpy()
+        if not self.agent.normalize_obs:
+            return attacked.astype(observation.dtype)
+        std = np.sqrt(self.agent.obs_var + 1e-8)
+        return (attacked * std + self.agent.obs_mean).astype(observation.dtype)

@@ -231,19 +231,29 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pruningrl.attacks import ATTACKS, make_attack
+    from pruningrl.envs import task_eps
     from pruningrl.evaluation import evaluate
     from pruningrl.zoo import load
 
     if args.eps is not None and args.attack is None:
         raise UsageError("--eps is an attack radius: give it with --attack NAME")
-    if args.attack is not None:
-        raise UsageError(f"unknown attack {args.attack!r} (the attack suite is not built yet)")
+    if args.attack is not None and args.attack not in ATTACKS:
+        raise UsageError(f"unknown attack {args.attack!r}; choose one of {', '.join(ATTACKS)}")
     agent = load(args.agent)
+    attack, eps = None, None
+    if args.attack is not None:
+        eps = args.eps if args.eps is not None else task_eps(agent.env_id)
+        if eps is None:
+            raise UsageError(f"--attack needs --eps for {agent.env_id} (no literature default)")
+        attack = make_attack(args.attack, agent, eps, seed=args.seed)
     result = evaluate(agent, episodes=args.episodes, seed=args.seed,
-                      deterministic=not args.stochastic)
-    payload = {"agent": str(args.agent), **result.to_dict()}
+                      deterministic=not args.stochastic, attack=attack)
+    payload = {"agent": str(args.agent), **result.to_dict(), "attack": args.attack or "none",
+               "eps": eps}
     _emit(payload, args.json, [
-        f"{args.agent}: {result.mean_return:.1f} +- {result.std_return:.1f} over "
+        f"{args.agent}{'' if attack is None else f' under {args.attack} (eps {eps})'}: "
+        f"{result.mean_return:.1f} +- {result.std_return:.1f} over "
         f"{result.episodes} episodes ({'stochastic' if args.stochastic else 'deterministic'}, "
         f"seeds {args.seed}..{args.seed + result.episodes - 1})"])
     return 0

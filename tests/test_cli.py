@@ -193,3 +193,50 @@ def test_python_dash_m_entry_point(tmp_path):
                            str(tmp_path / "nothing.safetensors")], capture_output=True, text=True)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("pruningrl: error:") and done.stderr.count("\n") == 1
+
+
+# ----------------------------------------------------------------------------- attacks
+
+
+def test_attacks_stay_in_the_ball_and_beat_random_noise(agent_file):
+    from pruningrl.attacks import critic_attack, mad_attack, random_attack
+    from pruningrl.ppo import policy_divergence
+
+    agent = load_agent(agent_file)
+    states = visited_states(agent, 200, seed=0)
+    generator = torch.Generator().manual_seed(0)
+    eps = 0.2
+    noisy = random_attack(states, eps, generator=generator)
+    low_value = critic_attack(agent.value, states, eps, generator=generator)
+    far = mad_attack(agent.policy, states, eps, generator=generator)
+    for attacked in (noisy, low_value, far):
+        assert float((attacked - states).abs().max()) <= eps * (1 + 1e-6)
+    with torch.no_grad():
+        assert agent.value(low_value).mean() < agent.value(noisy).mean()
+        clean = agent.policy(states)
+        assert (policy_divergence(agent.policy, clean, agent.policy(far)).mean()
+                > policy_divergence(agent.policy, clean, agent.policy(noisy)).mean())
+
+
+def test_attack_wrapper_hands_the_agent_the_attacked_state(agent_file):
+    import gymnasium as gym
+
+    from pruningrl.attacks import AttackWrapper, make_attack
+
+    agent = load_agent(agent_file)
+    attack = make_attack("random", agent, 0.1, seed=3)
+    reference = make_attack("random", agent, 0.1, seed=3)
+    env = AttackWrapper(gym.make("CartPole-v1"), agent, attack)
+    raw, _ = env.unwrapped.reset(seed=1)
+    wrapped, _ = env.reset(seed=1)
+    expected = reference(agent.normalize(raw[None]))
+    torch.testing.assert_close(agent.normalize(wrapped[None]), expected, rtol=0, atol=1e-5)
+    env.close()
+
+
+def test_evaluate_under_attack_from_the_cli(capsys, agent_file):
+    code, out, _ = run(capsys, "evaluate", "--agent", str(agent_file), "--episodes", "2",
+                       "--attack", "mad", "--eps", "0.1", "--json")
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["attack"] == "mad" and payload["eps"] == 0.1 and payload["episodes"] == 2
