@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pruningrl.agent import Agent, _atomic_write, clone_policy, save_agent
+from pruningrl.agent import Agent, _atomic_write, _attach_masks, clone_policy, save_agent
 from pruningrl.balls import project_to_ball, random_in_ball
 from pruningrl.envs import VectorEnv, check_env_id, env_spec
 from pruningrl.gradients import divergence_input_gradient, ppo_gradients, sa_gradients
@@ -368,7 +368,10 @@ def train(
         saved = PPOConfig.from_dict(json.loads(state["config"]))
         if {**saved.to_dict(), "total_steps": 0} != {**config.to_dict(), "total_steps": 0}:
             raise ValueError("the resumed run's settings differ from the saved ones")
-        policy.load_state_dict(state["policy"])
+        policy_state = dict(state["policy"])
+        _attach_masks(policy, policy_state, train_state_path(out))  # a pruned run's masks
+        policy.load_state_dict(policy_state)
+        refresh_pruned_weights(policy)
         value.load_state_dict(state["value"])
         optimizer.load_state_dict(state["optimizer"])
         obs_norm.rms.load_state_dict({k: v.numpy() if torch.is_tensor(v) else v

@@ -229,3 +229,25 @@ def test_train_with_a_schedule(capsys, tmp_path):
     code, _, stderr = run(capsys, "train", "--env", "CartPole-v1", "--sparsity", "0.5",
                           "--out", str(tmp_path / "x.safetensors"))
     assert code == 2 and "--prune-method" in stderr
+
+
+def test_a_pruning_run_resumes_with_its_masks(tmp_path):
+    class StopAfter:
+        def __init__(self, at):
+            self.at, self.calls = at, 0
+
+        def __call__(self, policy, step, total):
+            self.calls += 1
+            if self.calls == self.at:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "scheduled.safetensors"
+    config = PPOConfig(env_id="CartPole-v1", total_steps=256 * 6, steps_per_iteration=256,
+                       num_envs=4, minibatches=4, epochs=2, checkpoint_every=1)
+    first = train(config, out, hooks=[MicroPruning(0.5, rate=0.1), StopAfter(3)],
+                  progress=False)
+    assert first.interrupted and sparsity(load_agent(out).policy) > 0
+    resumed = train(config, out, hooks=[MicroPruning(0.5, rate=0.1)], resume=True,
+                    progress=False)
+    assert resumed.steps == 256 * 6
+    assert abs(sparsity(load_agent(out).policy) - 0.5) < 0.01
