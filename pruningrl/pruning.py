@@ -15,6 +15,7 @@ optimiser steps and serialise with the state dict.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
@@ -207,11 +208,12 @@ class GradualPruning:
 
 
 class MicroPruning:
-    """Many tiny magnitude steps: after each update, prune ``rate`` of the remaining weights.
+    """Many small magnitude steps: after each update, prune a fraction of the remaining weights.
 
-    The network adapts between steps, like a gradual schedule with a geometric rather than cubic
-    ramp. Pruning starts at ``start`` (a fraction of training) and stops at ``final``; from
-    ``end`` on the policy sits at exactly ``final`` even if the small steps had not reached it.
+    The fraction is ``rate`` (for example 2%), or the smallest constant fraction that still
+    reaches ``final`` by ``end`` (a fraction of training) if the budget is too short for
+    ``rate``: a geometric ramp s_k = 1 - (1 - s_0)(1 - r)^k that the network follows update by
+    update, never a late jump. From ``end`` on the policy sits at exactly ``final``.
     """
 
     def __init__(
@@ -230,16 +232,21 @@ class MicroPruning:
         cubic_sparsity(0.0, self.final, start=start, end=end)  # validates start and end
         self.rate, self.scope, self.start, self.end = rate, scope, start, end
         self.history: list[tuple[int, float]] = []
+        self._last_step = 0
 
     def __call__(self, policy: nn.Module, step: int, total: int) -> None:
-        progress = step / total
+        per_update = max(step - self._last_step, 1)
+        self._last_step = step
         current = _masked_fraction(policy, self.scope, self.final)
-        if progress >= self.end:
+        target = current
+        if step >= self.end * total:
             target = self.final
-        elif progress > self.start:
-            target = min(self.final, current + self.rate * (1.0 - current))
-        else:
-            target = current
+        elif step > self.start * total and current < self.final:
+            # updates left before `end`, this one included
+            left = max(1, math.floor((self.end * total - step) / per_update) + 1)
+            needed = 1.0 - ((1.0 - self.final) / (1.0 - current)) ** (1.0 / left)
+            rate = max(self.rate, needed)
+            target = min(self.final, current + rate * (1.0 - current))
         if target > current:
             magnitude_prune(policy, target, self.scope)
         self.history.append((step, sparsity(policy)))

@@ -5,6 +5,7 @@ import copy
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -88,6 +89,21 @@ def test_unknown_method_and_scope_are_refused():
         one_shot_prune(trained_like(), "gradual", 0.5)
     with pytest.raises(ValueError, match="unknown pruning schedule"):
         schedule("cubic", 0.5)
+
+
+@pytest.mark.parametrize("updates", [10, 25, 200])
+def test_micro_pruning_takes_small_even_steps_within_any_budget(updates):
+    hook, policy = MicroPruning(0.7, rate=0.02), trained_like()
+    for update in range(1, updates + 1):
+        hook(policy, update * 2048, updates * 2048)
+    levels = [0.0] + [s for _, s in hook.history]
+    steps = np.diff(levels)
+    assert abs(levels[-1] - 0.7) < 1e-3
+    ramp = int(0.75 * updates)  # the updates before `end`
+    # never a jump: each step prunes at most max(2%, the needed constant rate) of what is left
+    needed = 1 - 0.3 ** (1 / max(ramp, 1))
+    remaining = 1 - np.array(levels[:-1])
+    assert np.all(steps <= max(0.02, needed) * remaining + 2 / 4992)
 
 
 def test_cubic_ramp_matches_zhu_and_gupta():
