@@ -174,7 +174,7 @@ def test_worst_case_states_stay_in_the_ball_and_beat_random_points(method, norm)
 def test_sa_regularizer_is_zero_at_zero_eps_and_differentiable():
     policy = CategoricalPolicy(4, 3)
     states = torch.randn(8, 4)
-    assert float(sa_regularizer(policy, states, 0.0)) == 0.0
+    assert float(sa_regularizer(policy, states, 0.0).detach()) == 0.0
     reg = sa_regularizer(policy, states, 0.2, steps=5)
     assert float(reg) >= 0.0
     reg.backward()
