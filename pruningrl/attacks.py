@@ -12,8 +12,11 @@ Every perturbation is projected into the ball, and the projection is asserted.
   - ``random_attack``: uniform noise in the ball;
   - ``critic_attack``: PGD that minimizes the agent's own value V(s') (Pattanaik et al. 2018);
   - ``mad_attack``: PGD/SGLD that maximizes KL(pi(.|s) || pi(.|s')), the "maximal action
-    difference" attack.
-  ``make_attack(name, agent, eps)`` builds one by name.
+    difference" attack;
+  - ``robust_sarsa_attack``: PGD that minimizes a learned Q(s, pi(s')) (RS), optionally mixed
+    with MAD's action change (RS+MAD).
+  The learned adversaries (ATLA's optimal attack, PA-AD) live in ``pruningrl.adversaries``, and
+  ``pruningrl.attack_suite.make_attack(name, agent, eps)`` builds any attack by name.
 """
 
 from __future__ import annotations
@@ -30,17 +33,16 @@ from pruningrl.bounds import _check_eps, parse_norm
 from pruningrl.policies import CategoricalPolicy, GaussianPolicy
 
 __all__ = [
-    "ATTACKS",
     "BALL_TOLERANCE",
     "AttackWrapper",
     "assert_in_ball",
     "critic_attack",
     "mad_attack",
-    "make_attack",
     "maximize_tv",
     "project_to_ball",
     "random_attack",
     "random_in_ball",
+    "robust_sarsa_attack",
 ]
 
 def _tv_objective(policy: nn.Module, clean_out: torch.Tensor, attacked: torch.Tensor):
@@ -120,10 +122,6 @@ def maximize_tv(
 # Attacks on an agent's observations
 # ---------------------------------------------------------------------------------------------
 
-#: The attacks ``make_attack`` builds (the learned ones arrive with the attack-suite chapter).
-ATTACKS = ("none", "random", "critic", "mad")
-
-
 def random_attack(
     states: torch.Tensor, eps: float, norm: str = "inf", generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -186,22 +184,62 @@ def mad_attack(
     return attacked
 
 
-def make_attack(
-    name: str, agent, eps: float, norm: str = "inf", steps: int = 10, seed: int = 0
-):
-    """The attack ``name`` against ``agent`` as a callable on batches of normalized states."""
+def robust_sarsa_attack(
+    policy: nn.Module,
+    q: nn.Module,
+    states: torch.Tensor,
+    eps: float,
+    norm: str = "inf",
+    steps: int = 10,
+    action_ratio: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The Robust Sarsa attack (RS), and RS+MAD for ``action_ratio`` > 0 (Zhang et al. 2020):
+
+        s' = argmin_{s' in B(s, eps)} (1 - rho) Q(s, a(s')) - rho mean_j ((mu_j(s') - mu_j(s))
+                                                                         / sigma^_j)^2,
+
+    with Q the victim's learned action value (``pruningrl.sarsa``), a(s') the victim's action
+    input at s' (Gaussian mean; categorical probabilities), rho = ``action_ratio`` and sigma^
+    the policy's standard deviations over their mean (1 for a categorical policy, whose
+    logits take mu's place). PGD from a random start, ``steps`` signed (l_inf) or normalized
+    (l_2) steps of 2.5 eps / steps.
+    """
     eps = _check_eps(eps)
-    generator = torch.Generator().manual_seed(seed)
-    if name == "none":
-        return lambda states: states
-    if name == "random":
-        return lambda states: random_attack(states, eps, norm, generator)
-    if name == "critic":
-        return lambda states: critic_attack(agent.value, states, eps, norm, steps, generator)
-    if name == "mad":
-        return lambda states: mad_attack(agent.policy, states, eps, norm, steps, "sgld",
-                                         generator)
-    raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    if not 0.0 <= action_ratio <= 1.0:
+        raise ValueError(f"action_ratio must lie in [0, 1], got {action_ratio}")
+    if eps == 0:
+        return states
+    p = parse_norm(norm)
+    discrete = isinstance(policy, CategoricalPolicy)
+    with torch.no_grad():
+        clean_out = policy(states)
+        if discrete:
+            scale = torch.ones(clean_out.shape[-1])
+        else:
+            sigma = policy.log_std.exp()
+            scale = sigma / sigma.mean()
+    delta = random_in_ball(tuple(states.shape), eps, norm, generator=generator)
+    step = 2.5 * eps / steps
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        with torch.enable_grad():
+            out = policy(states + delta)
+            action = torch.softmax(out, -1) if discrete else out
+            objective = (1.0 - action_ratio) * q(states, action)
+            if action_ratio > 0:
+                change = ((out - clean_out) / scale).pow(2).mean(-1)
+                objective = objective - action_ratio * change
+            (grad,) = torch.autograd.grad(objective.sum(), delta)
+        with torch.no_grad():
+            if p == math.inf:
+                direction = grad.sign()
+            else:
+                direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            delta = project_to_ball(delta - step * direction, eps, norm)
+    attacked = (states + delta).detach()
+    assert_in_ball(attacked - states, eps, norm)
+    return attacked
 
 
 class AttackWrapper(gym.ObservationWrapper):

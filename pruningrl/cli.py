@@ -2,7 +2,8 @@
 
     agents    [--json]                               list the shipped agents
     train     --env ENV [--steps N] [--seed S] [--sa-reg K [--eps E]] --out PATH
-    evaluate  --agent A [--episodes N] [--seed S] [--stochastic] [--json]
+    evaluate  --agent A [--episodes N] [--seed S] [--stochastic] [--attack NAME [--eps E]
+              [--norm inf|2] [--attack-budget N]] [--json]
     prune     --agent A --method random|magnitude|gradual|micro --sparsity X [--scope S]
               [--finetune-steps N] --out PATH
     certify   --agent A --eps E [--norm inf|2] [--method global|local] [--json]
@@ -114,8 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--episodes", type=_positive_int, default=50)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions")
-    evaluate.add_argument("--attack", default=None, help="attack name (see the attacks chapter)")
-    evaluate.add_argument("--eps", type=_nonnegative_float, default=None, help="attack radius")
+    evaluate.add_argument("--attack", default=None,
+                          help="random, critic, mad, rs, rs+mad, optimal or paad")
+    evaluate.add_argument("--eps", type=_nonnegative_float, default=None,
+                          help="attack radius on normalized observations (default: the task's)")
+    evaluate.add_argument("--norm", choices=("inf", "2"), default="inf", help="attack ball")
+    evaluate.add_argument("--attack-budget", type=_positive_int, default=None,
+                          help="a learned attacker's training budget: robust-Sarsa samples per "
+                               "Q-function (rs, rs+mad) or adversary PPO steps (optimal, paad)")
     evaluate.add_argument("--json", action="store_true")
 
     prune = sub.add_parser("prune", help="prune an agent (one-shot or with a schedule)")
@@ -231,26 +238,35 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from pruningrl.attacks import ATTACKS, make_attack
+    from pruningrl.attack_suite import ATTACKS, LEARNED, AttackBudget, make_attack
     from pruningrl.envs import task_eps
     from pruningrl.evaluation import evaluate
-    from pruningrl.zoo import load
+    from pruningrl.zoo import load, resolve
 
     if args.eps is not None and args.attack is None:
         raise UsageError("--eps is an attack radius: give it with --attack NAME")
     if args.attack is not None and args.attack not in ATTACKS:
         raise UsageError(f"unknown attack {args.attack!r}; choose one of {', '.join(ATTACKS)}")
+    if args.attack_budget is not None and args.attack not in LEARNED:
+        raise UsageError(f"--attack-budget is for a learned attack ({', '.join(LEARNED)})")
     agent = load(args.agent)
     attack, eps = None, None
     if args.attack is not None:
         eps = args.eps if args.eps is not None else task_eps(agent.env_id)
         if eps is None:
             raise UsageError(f"--attack needs --eps for {agent.env_id} (no literature default)")
-        attack = make_attack(args.attack, agent, eps, seed=args.seed)
+        budget = AttackBudget()
+        if args.attack_budget is not None:
+            field = "sarsa_samples" if args.attack in ("rs", "rs+mad") else "adversary_steps"
+            budget = AttackBudget(**{field: args.attack_budget})
+        attack = make_attack(args.attack, agent, eps, norm=args.norm, seed=args.seed,
+                             victim_path=resolve(args.agent), budget=budget,
+                             progress=sys.stderr.isatty())
     result = evaluate(agent, episodes=args.episodes, seed=args.seed,
                       deterministic=not args.stochastic, attack=attack)
     payload = {"agent": str(args.agent), **result.to_dict(), "attack": args.attack or "none",
-               "eps": eps}
+               "eps": eps, "norm": args.norm if attack is not None else None,
+               "attacker": attack.info if attack is not None else None}
     _emit(payload, args.json, [
         f"{args.agent}{'' if attack is None else f' under {args.attack} (eps {eps})'}: "
         f"{result.mean_return:.1f} +- {result.std_return:.1f} over "

@@ -56,9 +56,9 @@ class EnvSpec:
     max_episode_steps: int
 
 
-def env_spec(env_id: str) -> EnvSpec:
+def env_spec(env_id: str, env_kwargs: dict | None = None) -> EnvSpec:
     """Observation and action shapes of ``env_id`` (flat Box observations only)."""
-    env = make_env(env_id)
+    env = make_env(env_id, **(env_kwargs or {}))
     try:
         obs_space, act_space = env.observation_space, env.action_space
         if not isinstance(obs_space, gym.spaces.Box) or len(obs_space.shape) != 1:
@@ -81,10 +81,14 @@ def env_spec(env_id: str) -> EnvSpec:
 class _EnvSlice:
     """A few raw (unwrapped) envs stepped in a loop, with their own time limit and statistics."""
 
-    def __init__(self, env_id: str, seeds: list[int], max_episode_steps: int) -> None:
+    def __init__(
+        self, env_id: str, seeds: list[int], max_episode_steps: int, env_kwargs: dict | None = None
+    ) -> None:
         # The unwrapped env skips gymnasium's checker and order-enforcing wrappers (tens of
         # microseconds a step); the time limit is applied here instead.
-        self.envs = [gym.make(env_id, disable_env_checker=True).unwrapped for _ in seeds]
+        kwargs = env_kwargs or {}
+        self.envs = [gym.make(env_id, disable_env_checker=True, **kwargs).unwrapped
+                     for _ in seeds]
         self.seeds = seeds
         self.limit = max_episode_steps
         n = len(seeds)
@@ -124,9 +128,11 @@ class _EnvSlice:
             env.close()
 
 
-def _worker(conn, env_id: str, seeds: list[int], max_episode_steps: int) -> None:
+def _worker(
+    conn, env_id: str, seeds: list[int], max_episode_steps: int, env_kwargs: dict | None
+) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the trainer's to handle
-    envs = _EnvSlice(env_id, seeds, max_episode_steps)
+    envs = _EnvSlice(env_id, seeds, max_episode_steps, env_kwargs)
     try:
         while True:
             command, data = conn.recv()
@@ -159,8 +165,9 @@ class VectorEnv:
     Workers are threads by default (``backend="thread"``: MuJoCo releases the GIL while it
     simulates, and a thread needs no message passing) or processes (``backend="process"``,
     for environments that hold the GIL). Env ``i`` is seeded with ``seed + i`` on the first
-    reset. ``groups`` lists the env slices held by each worker; ``step_group``/``recv_group``
-    start one group's step and wait for it; ``step`` steps every env.
+    reset; ``env_kwargs`` go to ``gymnasium.make``. ``groups`` lists the env slices held by
+    each worker; ``step_group``/``recv_group`` start one group's step and wait for it;
+    ``step`` steps every env.
     """
 
     def __init__(
@@ -170,8 +177,9 @@ class VectorEnv:
         seed: int = 0,
         num_workers: int = 0,
         backend: str = "thread",
+        env_kwargs: dict | None = None,
     ) -> None:
-        self.spec = env_spec(env_id)
+        self.spec = env_spec(env_id, env_kwargs)
         if num_envs < 1:
             raise ValueError(f"num_envs must be positive, got {num_envs}")
         if backend not in ("thread", "process"):
@@ -194,14 +202,16 @@ class VectorEnv:
             for group in self.groups:
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(
-                    target=_worker, args=(child, env_id, seeds[group], limit), daemon=True
+                    target=_worker, args=(child, env_id, seeds[group], limit, env_kwargs),
+                    daemon=True,
                 )
                 proc.start()
                 child.close()
                 self._conns.append(parent)
                 self._procs.append(proc)
         else:
-            self._slices = [_EnvSlice(env_id, seeds[group], limit) for group in self.groups]
+            self._slices = [_EnvSlice(env_id, seeds[group], limit, env_kwargs)
+                            for group in self.groups]
             if self.backend == "thread":
                 from concurrent.futures import ThreadPoolExecutor
 

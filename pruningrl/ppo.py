@@ -33,7 +33,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,7 @@ class PPOConfig:
     """Every hyperparameter of a run. Defaults: SA-PPO's MuJoCo settings."""
 
     env_id: str = "Hopper-v5"
+    env_kwargs: dict = field(default_factory=dict)  # for gymnasium.make (learned adversaries)
     total_steps: int = 1_000_000
     seed: int = 0
     # sampling layout: steps_per_iteration = num_envs x (steps per env per iteration)
@@ -333,7 +334,7 @@ def train(
     config.validate()
     torch.set_num_threads(1)
     seed_everything(config.seed, deterministic=False)
-    spec = env_spec(config.env_id)
+    spec = env_spec(config.env_id, config.env_kwargs)
     if init is not None:
         if init.env_id != config.env_id:
             raise ValueError(f"the initial agent is for {init.env_id}, not {config.env_id}")
@@ -437,7 +438,7 @@ def train(
     low, high = spec.action_low, spec.action_high
 
     envs = VectorEnv(config.env_id, N, seed=config.seed + 7919 * iteration,
-                     num_workers=config.num_workers)
+                     num_workers=config.num_workers, env_kwargs=config.env_kwargs)
     bar = None
     start = time.perf_counter()
     interrupted = False

@@ -221,7 +221,8 @@ def test_attacks_stay_in_the_ball_and_beat_random_noise(agent_file):
 def test_attack_wrapper_hands_the_agent_the_attacked_state(agent_file):
     import gymnasium as gym
 
-    from pruningrl.attacks import AttackWrapper, make_attack
+    from pruningrl.attack_suite import make_attack
+    from pruningrl.attacks import AttackWrapper
 
     agent = load_agent(agent_file)
     attack = make_attack("random", agent, 0.1, seed=3)
