@@ -1,0 +1,251 @@
+"""The attack suite: the geometry of every attack, robust Sarsa's targets, the adversary MDPs,
+and the cache of learned attackers."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pruningrl.adversaries import (
+    NumpyMLP,
+    OptimalAttackEnv,
+    PAADEnv,
+    optimal_attack_fn,
+    paad_actor,
+    paad_attack_fn,
+    scale_to_ball,
+)
+from pruningrl.agent import load_agent
+from pruningrl.attack_suite import ATTACKS, AttackBudget, make_attack, victim_fingerprint
+from pruningrl.attacks import robust_sarsa_attack
+from pruningrl.evaluation import evaluate
+from pruningrl.policies import GaussianPolicy
+from pruningrl.ppo import PPOConfig, train
+from pruningrl.pruning import magnitude_prune
+from pruningrl.sarsa import (
+    QNetwork,
+    SarsaConfig,
+    Transitions,
+    collect_transitions,
+    sarsa_lambda_targets,
+    train_robust_sarsa,
+)
+
+TINY = dict(env_id="CartPole-v1", steps_per_iteration=256, num_envs=4, minibatches=4,
+            epochs=2, num_workers=0)
+
+
+@pytest.fixture(scope="module")
+def victim_file(tmp_path_factory):
+    out = tmp_path_factory.mktemp("victim") / "cartpole.safetensors"
+    train(PPOConfig(total_steps=1024, **TINY), out, progress=False)
+    return out
+
+
+def _in_ball(delta: np.ndarray, eps: float, norm: str) -> bool:
+    size = np.abs(delta).max(-1) if norm == "inf" else np.linalg.norm(delta, axis=-1)
+    return bool(np.all(size <= eps * (1 + 1e-6) + 1e-6))  # float32 round-off near |s| = 10
+
+
+# ------------------------------------------------------------------------- numpy victim network
+
+
+@given(seed=st.integers(0, 10_000), activation=st.sampled_from(["tanh", "relu"]),
+       sparsity=st.sampled_from([0.0, 0.5, 0.9]))
+def test_numpy_mlp_matches_torch_and_its_input_gradient_matches_autograd(seed, activation,
+                                                                          sparsity):
+    torch.manual_seed(seed)
+    policy = GaussianPolicy(5, 3, (16, 16), activation)
+    for layer in policy.net:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.weight, std=0.7)
+    if sparsity:
+        magnitude_prune(policy, sparsity)
+    mlp = NumpyMLP(policy.net)
+    states = torch.randn(7, 5, dtype=torch.float64)
+    v = torch.randn(7, 3, dtype=torch.float64)
+    net64 = policy.net.double()
+    np.testing.assert_allclose(mlp(states.numpy()), net64(states).detach().numpy(), atol=1e-10)
+    x = states.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad((net64(x) * v).sum(), x)
+    np.testing.assert_allclose(mlp.vjp(states.numpy(), v.numpy()), grad.numpy(), atol=1e-10)
+
+
+@given(seed=st.integers(0, 10_000), eps=st.floats(0.0, 2.0), norm=st.sampled_from(["inf", "2"]))
+def test_adversary_actions_map_into_the_ball(seed, eps, norm):
+    action = np.random.default_rng(seed).normal(scale=3.0, size=(20, 6))
+    delta = scale_to_ball(action, eps, norm)
+    assert _in_ball(delta, eps, norm)
+    inside = np.clip(action, -1, 1) / (1 if norm == "inf" else math.sqrt(6))
+    np.testing.assert_allclose(scale_to_ball(inside, eps, norm), eps * inside, atol=1e-12)
+
+
+@given(seed=st.integers(0, 10_000), norm=st.sampled_from(["inf", "2"]))
+def test_paad_actor_stays_in_the_ball_and_beats_random_perturbations(seed, norm):
+    torch.manual_seed(seed)
+    policy = GaussianPolicy(6, 3, (32, 32))
+    for layer in policy.net:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.weight, std=0.5)
+    mlp = NumpyMLP(policy.net)
+    rng = np.random.default_rng(seed)
+    states, directions = rng.normal(size=(64, 6)), rng.normal(size=(64, 3))
+    eps = 0.2
+    delta = paad_actor(mlp, states, directions, eps, norm)
+    assert _in_ball(delta, eps, norm)
+    unit = directions / np.linalg.norm(directions, axis=-1, keepdims=True)
+
+    def gain(d):
+        return ((mlp(states + d) - mlp(states)) * unit).sum(-1)
+
+    noise = rng.uniform(-1, 1, size=delta.shape)
+    random_delta = scale_to_ball(noise if norm == "inf" else noise / np.sqrt(6), eps, norm)
+    assert gain(delta).mean() > max(gain(random_delta).mean(), 0.0)
+
+
+# ------------------------------------------------------------------------------ robust Sarsa
+
+
+def _chain(rewards, ends, terminal):
+    """A one-env Transitions whose Q-values are set through a constant-output Q below."""
+    t = len(rewards)
+    zeros = torch.zeros(t, 1, 1)
+    return Transitions(zeros, zeros, torch.tensor(rewards).reshape(t, 1), zeros, zeros,
+                       1 - torch.tensor(terminal, dtype=torch.float32).reshape(t, 1),
+                       torch.tensor(ends, dtype=torch.float32).reshape(t, 1), 1.0, [])
+
+
+class _ConstantQ(QNetwork):
+    def __init__(self, value):
+        super().__init__(1, 1, (2,))
+        self.value = value
+
+    def forward(self, states, actions):
+        return torch.full(states.shape[:-1], self.value)
+
+
+@given(rewards=st.lists(st.floats(-5, 5), min_size=1, max_size=12),
+       value=st.floats(-3, 3), gamma=st.floats(0.5, 0.99))
+def test_sarsa_lambda_targets_are_monte_carlo_at_one_and_td_at_zero(rewards, value, gamma):
+    n = len(rewards)
+    ends = [0] * (n - 1) + [1]
+    terminal = [0] * (n - 1) + [1]
+    data = _chain(rewards, ends, terminal)
+    q = _ConstantQ(value)
+    mc = sarsa_lambda_targets(q, data, gamma, 1.0)[:, 0]
+    expected = [sum(gamma ** (k - t) * rewards[k] for k in range(t, n)) for t in range(n)]
+    np.testing.assert_allclose(mc.numpy(), expected, rtol=1e-5, atol=1e-4)
+    td = sarsa_lambda_targets(q, data, gamma, 0.0)[:, 0]
+    one_step = [r + gamma * value * (t < n - 1) for t, r in enumerate(rewards)]
+    np.testing.assert_allclose(td.numpy(), one_step, rtol=1e-5, atol=1e-4)
+
+
+def test_a_time_limit_bootstraps_and_a_terminal_state_does_not():
+    q = _ConstantQ(2.0)
+    truncated = sarsa_lambda_targets(q, _chain([1.0, 1.0], [0, 1], [0, 0]), 0.5, 1.0)[:, 0]
+    terminal = sarsa_lambda_targets(q, _chain([1.0, 1.0], [0, 1], [0, 1]), 0.5, 1.0)[:, 0]
+    assert truncated[1] == pytest.approx(1.0 + 0.5 * 2.0)
+    assert terminal[1] == pytest.approx(1.0)
+    assert truncated[0] == pytest.approx(1.0 + 0.5 * truncated[1])
+
+
+def test_robust_sarsa_learns_and_its_attack_stays_in_the_ball(victim_file):
+    agent = load_agent(victim_file)
+    config = SarsaConfig(samples=4096, sweeps=8, action_eps=0.1, reg=1.0, minibatch=128)
+    data = collect_transitions(agent, config)
+    assert len(data) == 4096 and data.states.shape == (512, 8, 4)
+    result = train_robust_sarsa(agent, config, data=data)
+    # Q tracks the Monte Carlo return-to-go (lambda = 1; measured: correlation 0.65)
+    monte_carlo = sarsa_lambda_targets(QNetwork(4, 2), data, config.gamma, 1.0)[:400]
+    pairs = zip(data.states[:400], data.actions[:400], strict=True)
+    q = torch.stack([result.q(s, a) for s, a in pairs])
+    assert np.corrcoef(monte_carlo.reshape(-1), q.detach().reshape(-1))[0, 1] > 0.5
+    assert result.td_rmse_relative < 0.25 and result.samples_per_s > 0
+    states = data.states[0]
+    for ratio in (0.0, 0.5, 1.0):
+        for norm in ("inf", "2"):
+            attacked = robust_sarsa_attack(agent.policy, result.q, states, 0.1, norm, 10, ratio,
+                                           torch.Generator().manual_seed(0))
+            assert _in_ball((attacked - states).numpy(), 0.1, norm)
+    with pytest.raises(ValueError, match="action_ratio"):
+        robust_sarsa_attack(agent.policy, result.q, states, 0.1, action_ratio=1.5)
+
+
+# ------------------------------------------------------------------------- adversary MDPs
+
+
+def test_a_silent_adversary_replays_the_clean_episode(victim_file):
+    agent = load_agent(victim_file)
+    clean = evaluate(agent, episodes=1, seed=5, num_envs=1)
+    for cls in (OptimalAttackEnv, PAADEnv):
+        env = cls(str(victim_file), eps=0.0)
+        env.reset(seed=5)
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, info = env.step(np.zeros(env.action_space.shape))
+            assert reward == -info["victim_reward"]
+            total -= reward
+            done = terminated or truncated
+        env.close()
+        assert total == pytest.approx(clean.returns[0])
+
+
+def test_adversary_spaces_follow_the_victim(victim_file):
+    optimal, paad = OptimalAttackEnv(str(victim_file), 0.1), PAADEnv(str(victim_file), 0.1)
+    assert optimal.action_space.shape == (4,)  # a perturbation of CartPole's 4 observations
+    assert paad.action_space.shape == (2,)  # a direction over CartPole's 2 action logits
+    optimal.close()
+    paad.close()
+
+
+# ------------------------------------------------------------------------- suite and cache
+
+
+def test_learned_attackers_are_cached_by_victim_attack_eps_and_budget(victim_file, tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setenv("PRUNINGRL_CACHE", str(tmp_path / "user-cache"))
+    victim = tmp_path / "victim.safetensors"
+    victim.write_bytes(victim_file.read_bytes())
+    agent = load_agent(victim)
+    budget = AttackBudget(sarsa_samples=512, screen_episodes=1, adversary_steps=512)
+    states = agent.normalize(np.random.default_rng(0).normal(size=(16, 4)))
+    for name in ("rs", "rs+mad", "optimal", "paad"):
+        attack = make_attack(name, agent, 0.1, victim_path=victim, budget=budget)
+        assert attack.info["budget"] == budget.for_attack(name)
+        assert _in_ball((attack(states) - states).numpy(), 0.1, "inf")
+    folder = tmp_path / "victim.attackers" / victim_fingerprint(agent)
+    files = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    assert len([n for n in files if n.startswith("sarsa-")]) == 9
+    assert {"optimal-eps0.1-inf-n512-s0.safetensors", "paad-eps0.1-inf-n512-s0.safetensors",
+            "rs-eps0.1-inf-n512-screen1-s0.json"} <= set(files)
+    for name in ("rs", "optimal"):  # a second use trains nothing
+        make_attack(name, agent, 0.1, victim_path=victim, budget=budget)
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == files
+    magnitude_prune(agent.policy, 0.5)  # another victim, another key
+    assert victim_fingerprint(agent) != folder.name
+
+
+def test_deployed_learned_attacks_stay_in_the_ball(victim_file):
+    agent = load_agent(victim_file)
+    states = agent.normalize(np.random.default_rng(1).normal(size=(32, 4)))
+    adversary = load_agent(victim_file)  # any network with 4 outputs perturbs 4 observations
+    adversary.policy.net[-1] = torch.nn.Linear(64, 4)
+    for norm in ("inf", "2"):
+        attacked = optimal_attack_fn(adversary, 0.3, norm)(states)
+        assert _in_ball((attacked - states).numpy(), 0.3, norm)
+        attacked = paad_attack_fn(agent, agent, 0.3, norm)(states)  # the victim as director
+        assert _in_ball((attacked - states).numpy(), 0.3, norm)
+
+
+def test_make_attack_refuses_bad_input(victim_file):
+    agent = load_agent(victim_file)
+    assert ATTACKS[0] == "none" and len(ATTACKS) == 8
+    with pytest.raises(ValueError, match="unknown attack"):
+        make_attack("gremlin", agent, 0.1)
+    with pytest.raises(ValueError):
+        make_attack("mad", agent, -0.1)
+    with pytest.raises(ValueError):
+        make_attack("random", agent, 0.1, norm="3")
