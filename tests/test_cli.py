@@ -248,3 +248,21 @@ def test_evaluate_under_attack_from_the_cli(capsys, agent_file):
     assert code == 0
     payload = json.loads(out)
     assert payload["attack"] == "mad" and payload["eps"] == 0.1 and payload["episodes"] == 2
+
+
+def test_a_learned_attacker_is_trained_once_and_reported_with_its_budget(capsys, agent_file,
+                                                                         tmp_path):
+    victim = tmp_path / "victim.safetensors"
+    victim.write_bytes(agent_file.read_bytes())
+    argv = ["evaluate", "--agent", str(victim), "--episodes", "2", "--attack", "optimal",
+            "--eps", "0.1", "--attack-budget", "512", "--json"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    first = json.loads(out)
+    assert first["attacker"]["budget"] == {"adversary_steps": 512}
+    cached = sorted((tmp_path / "victim.attackers").rglob("optimal-*.safetensors"))
+    assert len(cached) == 1
+    stamp = cached[0].stat().st_mtime_ns
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and cached[0].stat().st_mtime_ns == stamp
+    assert json.loads(out)["mean_return"] == first["mean_return"]

@@ -1,0 +1,115 @@
+"""Attack speed: MAD over 50 Hopper episodes, robust Sarsa, and the learned adversaries' MDPs.
+
+    .venv/bin/python benchmarks/attack_speed.py [--agent Hopper-v5/ppo/seed0] [--json]
+
+1. Evaluate 50 deterministic episodes clean and under MAD (10 SGLD steps per state, batched
+   over the 10 vectorized envs): wall times, and MAD's cost as a ratio to the clean run.
+   Target: MAD well under 2 minutes on 2 cores.
+2. Robust Sarsa: collect ``--sarsa-samples`` victim transitions and fit one Q-function
+   (collection samples/s; training wall time; TD error).
+3. The adversary MDPs of the optimal attack and PA-AD: env steps/s with a zero adversary, as a
+   ratio to the raw MuJoCo env in the same run, then a short PPO run on each (samples/s).
+The learned attackers' full training budgets and wall times are in
+``pruningrl/results/attacks/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from pruningrl.adversaries import (
+    OPTIMAL_ENV_ID,
+    PAAD_ENV_ID,
+    OptimalAttackEnv,
+    PAADEnv,
+    adversary_env_kwargs,
+)
+from pruningrl.attack_suite import make_attack
+from pruningrl.envs import task_eps
+from pruningrl.evaluation import evaluate
+from pruningrl.ppo import PPOConfig, train
+from pruningrl.sarsa import SarsaConfig, train_robust_sarsa
+from pruningrl.zoo import load, resolve
+
+
+def env_rate(env: gym.Env, action, steps: int) -> float:
+    env.reset(seed=0)
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            env.reset()
+    return steps / (time.perf_counter() - start)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agent", default="Hopper-v5/ppo/seed0")
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--sarsa-samples", type=int, default=100_000)
+    parser.add_argument("--ppo-samples", type=int, default=20_480)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    agent, path = load(args.agent), resolve(args.agent)
+    eps = task_eps(agent.env_id) or 0.1
+    report: dict = {"agent": args.agent, "eps": eps}
+
+    start = time.perf_counter()
+    clean = evaluate(agent, episodes=args.episodes)
+    report["clean_s"] = round(time.perf_counter() - start, 1)
+    start = time.perf_counter()
+    mad = evaluate(agent, episodes=args.episodes, attack=make_attack("mad", agent, eps))
+    report["mad_s"] = round(time.perf_counter() - start, 1)
+    report["mad_over_clean"] = round(report["mad_s"] / report["clean_s"], 2)
+    report["clean_return"], report["mad_return"] = round(clean.mean_return, 1), round(
+        mad.mean_return, 1)
+
+    result = train_robust_sarsa(agent, SarsaConfig(samples=args.sarsa_samples))
+    report["sarsa"] = {k: v for k, v in result.report().items() if k != "curve"}
+
+    raw = gym.make(agent.env_id, disable_env_checker=True).unwrapped
+    raw_rate = env_rate(raw, np.zeros(raw.action_space.shape), 5000)
+    raw.close()
+    report["raw_env_steps_per_s"] = round(raw_rate)
+    for name, cls, env_id in (("optimal", OptimalAttackEnv, OPTIMAL_ENV_ID),
+                              ("paad", PAADEnv, PAAD_ENV_ID)):
+        env = cls(str(path), eps)
+        rate = env_rate(env, np.zeros(env.action_space.shape), 5000)
+        env.close()
+        with tempfile.TemporaryDirectory() as folder:
+            config = PPOConfig(env_id=env_id, env_kwargs=adversary_env_kwargs(path, eps),
+                               total_steps=args.ppo_samples)
+            trained = train(config, Path(folder) / "adversary.safetensors", progress=False)
+        report[name] = {"env_steps_per_s": round(rate), "env_over_raw": round(rate / raw_rate, 2),
+                        "ppo_samples_per_s": round(trained.samples_per_s)}
+
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{args.agent}, eps {eps}, {args.episodes} episodes")
+        print(f"  clean {report['clean_s']} s (return {report['clean_return']}); MAD "
+              f"{report['mad_s']} s (return {report['mad_return']}): "
+              f"{report['mad_over_clean']}x clean; target < 120 s")
+        s = report["sarsa"]
+        print(f"  robust Sarsa: {s['samples']} samples at {s['samples_per_s']:.0f}/s, "
+              f"{s['gradient_steps']} gradient steps, {s['wall_time_s']} s in all, TD RMSE "
+              f"{s['td_rmse']} ({s['td_rmse_relative']:.1%} of the targets' RMS)")
+        for name in ("optimal", "paad"):
+            r = report[name]
+            print(f"  {name} MDP: {r['env_steps_per_s']} steps/s = {r['env_over_raw']}x the raw "
+                  f"env ({report['raw_env_steps_per_s']}/s); PPO on it "
+                  f"{r['ppo_samples_per_s']} samples/s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
