@@ -170,14 +170,14 @@ print(f"critic attack: V falls by {drop:.3f} on average (normalized-return units
 
 # %%
 folder = cache_dirs(agent, resolve(agent_id))[0]
-selection = json.loads((folder / "rs-eps0.075-inf-n100000-screen5-s0.json").read_text())
+selection = json.loads((folder / "rs-eps0.075-inf-n100000-sw30-screen5-s0.json").read_text())
 (action_eps, reg) = SARSA_GRID[selection["chosen"]]
 from safetensors import safe_open
 from safetensors.torch import load_file
 
 from pruningrl.sarsa import QNetwork
 
-q_file = folder / f"sarsa-n100000-ae{action_eps:g}-reg{reg:g}-s0.safetensors"
+q_file = folder / f"sarsa-n100000-sw30-ae{action_eps:g}-reg{reg:g}-s0.safetensors"
 with safe_open(str(q_file), framework="pt") as handle:
     q_report = json.loads(handle.metadata()["report"])
 q = QNetwork(q_report["obs_dim"], q_report["act_dim"])

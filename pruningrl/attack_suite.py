@@ -52,13 +52,14 @@ class AttackBudget:
     """How much a learned attacker may train (a part of its cache key)."""
 
     sarsa_samples: int = 100_000  # victim transitions for each robust-Sarsa Q-function
+    sarsa_sweeps: int = 30  # Sarsa(lambda) target refreshes (one pass over the data each)
     screen_episodes: int = 5  # RS grid selection: episodes per Q-function
     adversary_steps: int = 1_000_000  # PPO samples for the optimal attack or PA-AD's director
 
     def for_attack(self, name: str) -> dict:
         if name in ("rs", "rs+mad"):
-            return {"sarsa_samples": self.sarsa_samples, "sarsa_grid": len(SARSA_GRID),
-                    "screen_episodes": self.screen_episodes}
+            return {"sarsa_samples": self.sarsa_samples, "sarsa_sweeps": self.sarsa_sweeps,
+                    "sarsa_grid": len(SARSA_GRID), "screen_episodes": self.screen_episodes}
         if name in ("optimal", "paad"):
             return {"adversary_steps": self.adversary_steps}
         return {}
@@ -147,8 +148,8 @@ def sarsa_q_functions(
     out = []
     data = None
     for action_eps, reg in SARSA_GRID:
-        name = (f"sarsa-n{budget.sarsa_samples}-ae{_fmt(action_eps)}-reg{_fmt(reg)}"
-                f"-s{seed}.safetensors")
+        name = (f"sarsa-n{budget.sarsa_samples}-sw{budget.sarsa_sweeps}-ae{_fmt(action_eps)}"
+                f"-reg{_fmt(reg)}-s{seed}.safetensors")
         found = _find(folders, name)
         if found is not None:
             from safetensors import safe_open
@@ -159,8 +160,8 @@ def sarsa_q_functions(
             q.load_state_dict(load_file(str(found)))
             out.append(((action_eps, reg), q.eval(), report))
             continue
-        config = SarsaConfig(samples=budget.sarsa_samples, action_eps=action_eps, reg=reg,
-                             seed=seed)
+        config = SarsaConfig(samples=budget.sarsa_samples, sweeps=budget.sarsa_sweeps,
+                             action_eps=action_eps, reg=reg, seed=seed)
         if data is None:
             data = collect_transitions(agent, config)
         result = train_robust_sarsa(agent, config, data=data, progress=progress)
@@ -182,7 +183,7 @@ def _rs_attack(
 
     ratio = RS_MAD_RATIO if name == "rs+mad" else 0.0
     selection_name = (f"{name}-eps{_fmt(eps)}-{norm}-n{budget.sarsa_samples}"
-                      f"-screen{budget.screen_episodes}-s{seed}.json")
+                      f"-sw{budget.sarsa_sweeps}-screen{budget.screen_episodes}-s{seed}.json")
     q_functions = sarsa_q_functions(agent, folders, budget, seed, progress)
 
     def attack_with(q: torch.nn.Module, attack_seed: int) -> Callable:

@@ -45,7 +45,7 @@ class SarsaConfig:
     action_eps: float = 0.05  # radius of the action ball in the smoothness term
     reg: float = 1.0  # kappa, the smoothness weight
     reg_steps: int = 5
-    sweeps: int = 10  # target refreshes; each is `epochs_per_sweep` passes over the data
+    sweeps: int = 30  # target refreshes; each is `epochs_per_sweep` passes over the data
     epochs_per_sweep: int = 1
     sarsa_lambda: float = 0.95
     minibatch: int = 512
@@ -132,6 +132,7 @@ def _sample_actions(agent: Agent, states: torch.Tensor, generator: torch.Generat
 def collect_transitions(agent: Agent, config: SarsaConfig) -> Transitions:
     """About ``config.samples`` transitions (a multiple of ``num_envs``) of the victim's
     stochastic policy on vectorized envs."""
+    torch.set_num_threads(1)  # tiny batches: more threads only contend
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(config.seed)
     n = config.num_envs

@@ -210,7 +210,8 @@ def test_learned_attackers_are_cached_by_victim_attack_eps_and_budget(victim_fil
     victim = tmp_path / "victim.safetensors"
     victim.write_bytes(victim_file.read_bytes())
     agent = load_agent(victim)
-    budget = AttackBudget(sarsa_samples=512, screen_episodes=1, adversary_steps=512)
+    budget = AttackBudget(sarsa_samples=512, sarsa_sweeps=3, screen_episodes=1,
+                          adversary_steps=512)
     states = agent.normalize(np.random.default_rng(0).normal(size=(16, 4)))
     for name in ("rs", "rs+mad", "optimal", "paad"):
         attack = make_attack(name, agent, 0.1, victim_path=victim, budget=budget)
@@ -220,7 +221,7 @@ def test_learned_attackers_are_cached_by_victim_attack_eps_and_budget(victim_fil
     files = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     assert len([n for n in files if n.startswith("sarsa-")]) == 9
     assert {"optimal-eps0.1-inf-n512-s0.safetensors", "paad-eps0.1-inf-n512-s0.safetensors",
-            "rs-eps0.1-inf-n512-screen1-s0.json"} <= set(files)
+            "rs-eps0.1-inf-n512-sw3-screen1-s0.json"} <= set(files)
     for name in ("rs", "optimal"):  # a second use trains nothing
         make_attack(name, agent, 0.1, victim_path=victim, budget=budget)
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == files
