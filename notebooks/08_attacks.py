@@ -299,3 +299,74 @@ print(f"{'attack':8s} {'ours':>7s} {'papers':>7s}")
 for attack in ATTACK_ORDER:
     paper = f"{theirs[attack]:7.1%}" if attack in theirs else "      -"
     print(f"{attack:8s} {ours[attack]:7.1%} {paper}")
+
+# %% [markdown]
+# ## What the learned attackers learned
+#
+# Each adversary was trained by `pruningrl.ppo.train` with SA-PPO's hyperparameters; its
+# checkpoint carries its training curve. The curve below is the *victim's* return during the
+# adversary's training (the negated adversary reward, stochastic adversary actions), so it
+# falls as the adversary learns.
+
+# %%
+fig, ax = plt.subplots(figsize=(7, 3.2))
+for k, seed in enumerate(runs):
+    victim_folder = cache_dirs(load(f"Hopper-v5/ppo/{seed}"), resolve(f"Hopper-v5/ppo/{seed}"))[0]
+    for name, style in (("optimal", "-"), ("paad", "--")):
+        path = next(victim_folder.glob(f"{name}-eps0.075-inf-n*-s0.safetensors"))
+        curve = load_agent(path).metadata["curve"]
+        steps = np.array(curve["steps"])
+        victim_return = np.array([-r if r is not None else np.nan for r in curve["return"]])
+        ax.plot(steps / 1e6, victim_return, style, color=f"C{k}", lw=1,
+                label=f"{name}, {seed}")
+ax.axhline(natural, color="0.5", lw=0.8, ls=":", label="natural (median)")
+ax.set_xlabel("adversary PPO samples (millions)")
+ax.set_ylabel("victim return per episode")
+ax.set_title("Hopper-v5 PPO agents while their adversaries train (eps = 0.075)")
+ax.legend(fontsize=7, ncol=2)
+fig.tight_layout()
+plt.show()
+
+# %%
+print(f"{'agent':6s} {'attack':8s} {'budget':>22s} {'train s':>8s} {'samples/s':>9s}")
+for seed in runs:
+    for name in ("rs", "rs+mad", "optimal", "paad"):
+        info = runs[seed][name]["attacker"]
+        budget = ", ".join(f"{k}={v}" for k, v in info["budget"].items()
+                           if k in ("sarsa_samples", "adversary_steps"))
+        rate = info.get("samples_per_s") or info["q_function"]["samples_per_s"]
+        print(f"{seed:6s} {name:8s} {budget:>22s} {info['training_wall_time_s']:8.0f} {rate:9.0f}")
+
+# %% [markdown]
+# ## Your own agent, your own environment
+#
+# Every attack is a function of a batch of normalized states, and `AttackWrapper` turns any of
+# them into a gymnasium observation wrapper, so an attack goes wherever an env goes. Here is
+# the categorical CartPole agent under the three attacks that need no training, live (10
+# episodes each). CartPole has no literature radius; the agent shrugs off $\epsilon = 0.2$
+# entirely, so this uses $\epsilon = 0.5$, where MAD's KL objective (for a categorical policy
+# the exact KL of the two softmax distributions) bites.
+
+# %%
+import gymnasium as gym
+
+from pruningrl.attack_suite import make_attack
+from pruningrl.evaluation import evaluate
+
+cartpole = load("CartPole-v1/ppo/seed0")
+cartpole_returns = {}
+for name in ("none", "random", "critic", "mad"):
+    result = evaluate(cartpole, episodes=10, attack=make_attack(name, cartpole, 0.5))
+    cartpole_returns[name] = result.mean_return
+    print(f"CartPole-v1/ppo/seed0 under {name:6s}: {result.mean_return:6.1f} +- {result.std_return:5.1f}")
+assert cartpole_returns["mad"] < cartpole_returns["random"]
+
+env = attacks.AttackWrapper(gym.make("CartPole-v1"), cartpole, make_attack("mad", cartpole, 0.5))
+obs, _ = env.reset(seed=0)
+total, done = 0.0, False
+while not done:
+    obs, reward, terminated, truncated, _ = env.step(int(cartpole.act(obs[None])[0]))
+    total += reward
+    done = terminated or truncated
+env.close()
+print(f"one wrapped episode under MAD: return {total:.0f}")

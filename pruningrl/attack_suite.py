@@ -245,9 +245,12 @@ def _learned_policy_attack(
     victim_path: str | os.PathLike | None, budget: AttackBudget, progress: bool,
 ) -> Attack:
     from pruningrl.adversaries import optimal_attack_fn, paad_attack_fn
+    from pruningrl.ppo import train_state_path
 
     file_name = f"{name}-eps{_fmt(eps)}-{norm}-n{budget.adversary_steps}-s{seed}.safetensors"
     found = _find(folders, file_name)
+    if found is not None and train_state_path(found).is_file():
+        found = None  # an interrupted training: resume it, never use a half-trained adversary
     if found is None:
         target = _target(folders, file_name)
         if victim_path is None:  # the adversary's environment loads the victim from a file

@@ -250,3 +250,20 @@ def test_make_attack_refuses_bad_input(victim_file):
         make_attack("mad", agent, -0.1)
     with pytest.raises(ValueError):
         make_attack("random", agent, 0.1, norm="3")
+
+
+def test_a_half_trained_adversary_is_resumed_not_used(victim_file, tmp_path, monkeypatch):
+    import pruningrl.attack_suite as suite
+
+    victim = tmp_path / "victim.safetensors"
+    victim.write_bytes(victim_file.read_bytes())
+    agent = load_agent(victim)
+    folder = tmp_path / "victim.attackers" / victim_fingerprint(agent)
+    folder.mkdir(parents=True)
+    partial = folder / "optimal-eps0.1-inf-n512-s0.safetensors"
+    partial.write_bytes(victim.read_bytes())  # a checkpoint saved mid-training ...
+    (folder / (partial.name + ".train-state.pt")).write_bytes(b"...")  # ... and its state
+    calls = []
+    monkeypatch.setattr(suite, "train_adversary", lambda *args, **kw: calls.append(args))
+    make_attack("optimal", agent, 0.1, victim_path=victim, budget=AttackBudget(adversary_steps=512))
+    assert len(calls) == 1 and calls[0][6] == partial  # trained (resumed) into the same file
