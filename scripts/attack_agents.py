@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/attack_agents.py --agents Hopper-v5/ppo/seed0 ... [--jobs 2]
         [--attacks none,random,critic,mad,rs,rs+mad,optimal,paad] [--episodes 50]
+        [--budget paad=500000]
 
 Each (agent, attack) is one ``python -m pruningrl evaluate --agent A --attack NAME --json``
 (the task's eps, deterministic actions, episode seeds 0..49). Learned attackers are trained on
@@ -34,7 +35,7 @@ def result_path(agent: str) -> Path:
     return RESULTS / f"{agent}.json"
 
 
-def run(agent: str, attacks: list[str], episodes: int) -> list[str]:
+def run(agent: str, attacks: list[str], episodes: int, budgets: dict[str, int]) -> list[str]:
     sys.path.insert(0, str(ROOT))
     from pruningrl.reproducibility import code_version
 
@@ -50,6 +51,8 @@ def run(agent: str, attacks: list[str], episodes: int) -> list[str]:
                    "--json"]
         if attack != "none":
             command[5:5] = ["--attack", attack]
+        if attack in budgets:
+            command[7:7] = ["--attack-budget", str(budgets[attack])]
         start = time.perf_counter()
         proc = subprocess.run([PYTHON, *command], cwd=ROOT, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -76,16 +79,22 @@ def main() -> int:
     parser.add_argument("--attacks", default=",".join(ALL))
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--budget", action="append", default=[], metavar="ATTACK=N",
+                        help="a learned attack's --attack-budget, e.g. paad=500000")
     args = parser.parse_args()
     attacks = args.attacks.split(",")
     unknown = sorted(set(attacks) - set(ALL))
     if unknown:
         parser.error(f"unknown attacks {unknown}")
+    budgets = {}
+    for item in args.budget:
+        name, _, value = item.partition("=")
+        budgets[name] = int(value)
     quick = [a for a in attacks if a not in ("optimal", "paad")]
     jobs = [(agent, quick) for agent in args.agents]
     jobs += [(agent, [a]) for a in ("optimal", "paad") if a in attacks for agent in args.agents]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        for messages in pool.map(lambda job: run(job[0], job[1], args.episodes), jobs):
+        for messages in pool.map(lambda job: run(job[0], job[1], args.episodes, budgets), jobs):
             for message in messages:
                 if "failed" in message:
                     print(message, flush=True)
