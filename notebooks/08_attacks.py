@@ -370,3 +370,12 @@ while not done:
     done = terminated or truncated
 env.close()
 print(f"one wrapped episode under MAD: return {total:.0f}")
+
+# %% [markdown]
+# ## A Hopper falling
+#
+# `scripts/render_attack_strip.py` renders the first agent offscreen (MuJoCo with
+# `MUJOCO_GL=egl` here; `osmesa` works too where Debian's `libosmesa6` is installed), clean
+# and under the RS attack, from the same reset:
+#
+# ![Hopper-v5/ppo/seed0 clean (top) and under the RS attack (bottom)](../book/figures/hopper_under_attack.png)
