@@ -257,7 +257,10 @@ results_dir = Path(pruningrl.__file__).parent / "results" / "attacks"
 ATTACK_ORDER = ["none", "random", "critic", "mad", "rs", "rs+mad", "optimal", "paad"]
 runs = {path.stem: json.loads(path.read_text())
         for path in sorted((results_dir / "Hopper-v5" / "ppo").glob("seed*.json"))}
-table = {attack: [runs[seed][attack]["mean_return"] for seed in runs] for attack in ATTACK_ORDER}
+table = {attack: [runs[seed][attack]["mean_return"] if attack in runs[seed] else np.nan
+                  for seed in runs] for attack in ATTACK_ORDER}
+missing = [f"{seed}/{attack}" for seed in runs for attack in ATTACK_ORDER if attack not in runs[seed]]
+print("not yet measured:", ", ".join(missing) or "none")
 natural = np.median(table["none"])
 print(f"{'attack':8s} " + " ".join(f"{seed:>8s}" for seed in runs) + "   median  of natural")
 for attack in ATTACK_ORDER:
@@ -269,7 +272,7 @@ for attack in ATTACK_ORDER:
 fig, ax = plt.subplots(figsize=(7, 3.2))
 for k, seed in enumerate(runs):
     ax.scatter(np.arange(len(ATTACK_ORDER)) + 0.1 * (k - 1),
-               [runs[seed][a]["mean_return"] for a in ATTACK_ORDER], s=18, label=seed)
+               [table[a][k] for a in ATTACK_ORDER], s=18, label=seed)
 ax.bar(range(len(ATTACK_ORDER)), [np.median(table[a]) for a in ATTACK_ORDER], color="0.85",
        zorder=0, label="median")
 ax.set_xticks(range(len(ATTACK_ORDER)), ATTACK_ORDER)

@@ -41,7 +41,7 @@ def frames(agent, attack, every: int, count: int, seed: int = 0):
         obs, _ = env.reset(seed=seed)
         done = False
         while len(shots) < count:
-            if steps % every == 0:
+            if steps % every == 0 or done:  # every `every` steps, and the episode's last
                 shots.append((steps, env.render(), total))
             if done:
                 break
@@ -58,7 +58,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agent", default="Hopper-v5/ppo/seed0")
     parser.add_argument("--attack", default="rs")
-    parser.add_argument("--every", type=int, default=40, help="steps between frames")
+    parser.add_argument("--every", type=int, default=12, help="steps between frames")
     parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--out", default="book/figures/hopper_under_attack.png")
     args = parser.parse_args()
@@ -76,7 +76,9 @@ def main() -> int:
             if c < len(shots):
                 step, image, total = shots[c]
                 ax.imshow(image)
-                ax.set_title(f"t={step}, R={total:.0f}", fontsize=7)
+                last = c == len(shots) - 1 and step % args.every
+                suffix = " (terminated)" if last else ""
+                ax.set_title(f"t={step}, R={total:.0f}{suffix}", fontsize=7)
             else:
                 ax.imshow(np.ones((8, 8, 3)))
                 ax.set_title("episode over", fontsize=7)
