@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from pruningrl.agent import Agent, load_agent
-from pruningrl.balls import BALL_TOLERANCE
+from pruningrl.balls import assert_in_ball
 from pruningrl.bounds import _check_eps, parse_norm
 from pruningrl.envs import check_env_id
 from pruningrl.policies import effective_weight
@@ -121,10 +121,8 @@ def paad_actor(
 
 
 def _check_delta(delta: np.ndarray, eps: float, norm: str | float) -> None:
-    p = parse_norm(norm)
-    size = np.abs(delta).max(-1) if p == math.inf else np.linalg.norm(delta, axis=-1)
-    if np.any(size > eps * (1 + BALL_TOLERANCE) + BALL_TOLERANCE):
-        raise AssertionError(f"a perturbation left the eps-ball: {float(size.max())} > {eps}")
+    """``balls.assert_in_ball`` for numpy perturbations."""
+    assert_in_ball(torch.from_numpy(delta), eps, norm)
 
 
 class _VictimEnv(gym.Env):
@@ -148,11 +146,8 @@ class _VictimEnv(gym.Env):
             self._high = self.env.action_space.high
 
     def _normalize(self, obs: np.ndarray) -> np.ndarray:
-        if not self.agent.normalize_obs:
-            return np.asarray(obs, dtype=np.float64)
-        std = np.sqrt(self.agent.obs_var + 1e-8)
-        return np.clip((obs - self.agent.obs_mean) / std, -self.agent.clip_obs,
-                       self.agent.clip_obs)
+        """The victim's normalized state, exactly as it sees it in evaluation."""
+        return self.agent.normalize(obs[None])[0].double().numpy()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

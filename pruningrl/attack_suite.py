@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -67,13 +67,15 @@ class AttackBudget:
 
 @dataclass
 class Attack:
-    """A named attack: call it on a batch of normalized states."""
+    """A named attack: call it on a batch of normalized states. ``model`` is its learned part
+    (the chosen robust-Sarsa Q-function, or the adversary / director agent), if any."""
 
     name: str
     eps: float
     norm: str
     fn: Callable[[torch.Tensor], torch.Tensor]
     info: dict = field(default_factory=dict)
+    model: object = None
 
     def __call__(self, states: torch.Tensor) -> torch.Tensor:
         return self.fn(states)
@@ -166,7 +168,7 @@ def sarsa_q_functions(
             data = collect_transitions(agent, config)
         result = train_robust_sarsa(agent, config, data=data, progress=progress)
         report = {**result.report(), "obs_dim": result.q.obs_dim, "act_dim": result.q.act_dim,
-                  "hidden": list(result.q.hidden), "config": config.to_dict()}
+                  "hidden": list(result.q.hidden), "config": asdict(config)}
         target = _target(folders, name)
         tensors = {k: v.contiguous() for k, v in result.q.state_dict().items()}
         _atomic_write(target, lambda tmp, t=tensors, r=report: save_file(
@@ -214,7 +216,7 @@ def _rs_attack(
         "screen": selection["screen"],
         "training_wall_time_s": round(sum(r["wall_time_s"] for _, _, r in q_functions), 1),
     }
-    return Attack(name, eps, norm, attack_with(q, seed), info)
+    return Attack(name, eps, norm, attack_with(q, seed), info, q)
 
 
 # -------------------------------------------------------------------------- learned adversary
@@ -272,7 +274,7 @@ def _learned_policy_attack(
     }
     fn = (optimal_attack_fn(adversary, eps, norm) if name == "optimal"
           else paad_attack_fn(adversary, agent, eps, norm))
-    return Attack(name, eps, norm, fn, info)
+    return Attack(name, eps, norm, fn, info, adversary)
 
 
 # ----------------------------------------------------------------------------------- by name

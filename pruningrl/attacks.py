@@ -132,6 +132,33 @@ def random_attack(
     return attacked
 
 
+def _pgd_descent(
+    objective, states: torch.Tensor, eps: float, norm: str, steps: int,
+    generator: torch.Generator | None,
+) -> torch.Tensor:
+    """argmin_{s' in B(s, eps)} sum objective(s') by PGD from a uniform start in the ball:
+    ``steps`` signed (l_inf) or normalized (l_2) steps of 2.5 eps / steps, each projected."""
+    eps = _check_eps(eps)
+    if eps == 0:
+        return states
+    p = parse_norm(norm)
+    delta = random_in_ball(tuple(states.shape), eps, norm, generator=generator)
+    step = 2.5 * eps / steps
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(objective(states + delta).sum(), delta)
+        with torch.no_grad():
+            if p == math.inf:
+                direction = grad.sign()
+            else:
+                direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            delta = project_to_ball(delta - step * direction, eps, norm)
+    attacked = (states + delta).detach()
+    assert_in_ball(attacked - states, eps, norm)
+    return attacked
+
+
 def critic_attack(
     value: nn.Module,
     states: torch.Tensor,
@@ -144,25 +171,7 @@ def critic_attack(
 
     The agent then acts as if it were in the state its own critic values least.
     """
-    eps = _check_eps(eps)
-    if eps == 0:
-        return states
-    p = parse_norm(norm)
-    delta = random_in_ball(tuple(states.shape), eps, norm, generator=generator)
-    step = 2.5 * eps / steps
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        with torch.enable_grad():
-            (grad,) = torch.autograd.grad(value(states + delta).sum(), delta)
-        with torch.no_grad():
-            if p == math.inf:
-                direction = grad.sign()
-            else:
-                direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            delta = project_to_ball(delta - step * direction, eps, norm)
-    attacked = (states + delta).detach()
-    assert_in_ball(attacked - states, eps, norm)
-    return attacked
+    return _pgd_descent(lambda attacked: value(attacked), states, eps, norm, steps, generator)
 
 
 def mad_attack(
@@ -205,12 +214,8 @@ def robust_sarsa_attack(
     logits take mu's place). PGD from a random start, ``steps`` signed (l_inf) or normalized
     (l_2) steps of 2.5 eps / steps.
     """
-    eps = _check_eps(eps)
     if not 0.0 <= action_ratio <= 1.0:
         raise ValueError(f"action_ratio must lie in [0, 1], got {action_ratio}")
-    if eps == 0:
-        return states
-    p = parse_norm(norm)
     discrete = isinstance(policy, CategoricalPolicy)
     with torch.no_grad():
         clean_out = policy(states)
@@ -219,27 +224,15 @@ def robust_sarsa_attack(
         else:
             sigma = policy.log_std.exp()
             scale = sigma / sigma.mean()
-    delta = random_in_ball(tuple(states.shape), eps, norm, generator=generator)
-    step = 2.5 * eps / steps
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        with torch.enable_grad():
-            out = policy(states + delta)
-            action = torch.softmax(out, -1) if discrete else out
-            objective = (1.0 - action_ratio) * q(states, action)
-            if action_ratio > 0:
-                change = ((out - clean_out) / scale).pow(2).mean(-1)
-                objective = objective - action_ratio * change
-            (grad,) = torch.autograd.grad(objective.sum(), delta)
-        with torch.no_grad():
-            if p == math.inf:
-                direction = grad.sign()
-            else:
-                direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            delta = project_to_ball(delta - step * direction, eps, norm)
-    attacked = (states + delta).detach()
-    assert_in_ball(attacked - states, eps, norm)
-    return attacked
+
+    def objective(attacked: torch.Tensor) -> torch.Tensor:
+        out = policy(attacked)
+        value = (1.0 - action_ratio) * q(states, torch.softmax(out, -1) if discrete else out)
+        if action_ratio == 0:
+            return value
+        return value - action_ratio * ((out - clean_out) / scale).pow(2).mean(-1)
+
+    return _pgd_descent(objective, states, eps, norm, steps, generator)
 
 
 class AttackWrapper(gym.ObservationWrapper):

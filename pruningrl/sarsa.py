@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -58,6 +58,9 @@ class SarsaConfig:
     def validate(self) -> SarsaConfig:
         if self.samples < self.num_envs:
             raise ValueError(f"samples must be at least num_envs, got {self.samples}")
+        for name in ("sweeps", "epochs_per_sweep", "minibatch", "reg_steps", "num_envs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.action_eps < 0 or self.reg < 0:
             raise ValueError("action_eps and reg must be >= 0")
         if not 0 <= self.sarsa_lambda <= 1:
@@ -65,19 +68,6 @@ class SarsaConfig:
         if not 0 <= self.gamma < 1:
             raise ValueError(f"gamma must lie in [0, 1), got {self.gamma}")
         return self
-
-    def to_dict(self) -> dict:
-        out = asdict(self)
-        out["hidden"] = list(self.hidden)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SarsaConfig:
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
-        if "hidden" in data:
-            data["hidden"] = tuple(data["hidden"])
-        return cls(**data)
 
 
 class QNetwork(nn.Module):
@@ -289,19 +279,18 @@ def train_robust_sarsa(
                 loss.backward()
                 optimizer.step()
                 steps += 1
-        errors, _ = _td_errors(q, data, config.gamma)
+        errors, td_targets = _td_errors(q, data, config.gamma)
         curve["sweep"].append(sweep + 1)
         curve["td_rmse"].append(round(float(errors.pow(2).mean().sqrt()) * data.reward_scale, 4))
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    errors, targets = _td_errors(q, data, config.gamma)
-    rmse = float(errors.pow(2).mean().sqrt())
+    rmse = float(errors.pow(2).mean().sqrt())  # after the last sweep
     return SarsaResult(
         q=q.eval(), config=config, reward_scale=data.reward_scale,
         td_rmse=rmse * data.reward_scale,
-        td_rmse_relative=rmse / float(targets.pow(2).mean().sqrt().clamp_min(1e-12)),
+        td_rmse_relative=rmse / float(td_targets.pow(2).mean().sqrt().clamp_min(1e-12)),
         gradient_steps=steps, wall_time_s=time.perf_counter() - start,
         samples_per_s=len(data) / max(data.wall_time_s, 1e-9), curve=curve,
     )

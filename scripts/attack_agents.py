@@ -27,6 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "pruningrl" / "results" / "attacks"
 PYTHON = sys.executable
+sys.path.insert(0, str(ROOT))
+from pruningrl.reproducibility import code_version  # noqa: E402
+
 ALL = ("none", "random", "critic", "mad", "rs", "rs+mad", "optimal", "paad")
 _lock = threading.Lock()
 
@@ -36,9 +39,6 @@ def result_path(agent: str) -> Path:
 
 
 def run(agent: str, attacks: list[str], episodes: int, budgets: dict[str, int]) -> list[str]:
-    sys.path.insert(0, str(ROOT))
-    from pruningrl.reproducibility import code_version
-
     messages = []
     for attack in attacks:
         path = result_path(agent)
