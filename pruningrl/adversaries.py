@@ -16,9 +16,9 @@ reward negated, so the best nu minimizes the victim's return (Zhang et al. 2021,
 Both are gymnasium environments (``OptimalAttackEnv``, ``PAADEnv``), registered as
 ``pruningrl/OptimalAttack-v0`` and ``pruningrl/PAAD-v0``, so ``pruningrl.ppo.train`` learns the
 adversary like any other task (``PPOConfig.env_kwargs`` names the victim checkpoint and eps).
-The victim's forward pass and the actor's input gradient run in numpy (``NumpyMLP``): a few
-microseconds per step instead of torch's per-call overhead, and the same code serves training
-(one state) and deployment (a batch).
+The victim's forward pass and the actor's input gradient run in numpy
+(``pruningrl.gradients.NumpyMLP``): a few microseconds per step instead of torch's per-call
+overhead, and the same code serves training (one state) and deployment (a batch).
 """
 
 from __future__ import annotations
@@ -35,50 +35,12 @@ from pruningrl.agent import Agent, load_agent
 from pruningrl.balls import assert_in_ball
 from pruningrl.bounds import _check_eps, parse_norm
 from pruningrl.envs import check_env_id
-from pruningrl.policies import effective_weight
+from pruningrl.gradients import NumpyMLP
 
 OPTIMAL_ENV_ID = "pruningrl/OptimalAttack-v0"
 PAAD_ENV_ID = "pruningrl/PAAD-v0"
 #: Gradient steps of PA-AD's actor per perturbation.
 PAAD_STEPS = 10
-
-
-class NumpyMLP:
-    """The victim's network z(s) in float64 numpy, with the input gradient J_z(s)^T v.
-
-    z = W_L h_{L-1} + b_L, h_l = sigma(W_l h_{l-1} + b_l), h_0 = s; for tanh,
-    J^T v = W_1^T [(1 - h_1^2) * W_2^T [ ... (1 - h_{L-1}^2) * W_L^T v ]].
-    Pruned layers compute with their effective weight W * M.
-    """
-
-    def __init__(self, net: torch.nn.Sequential) -> None:
-        linears = [m for m in net if isinstance(m, torch.nn.Linear)]
-        activations = {type(m).__name__ for m in net if not isinstance(m, torch.nn.Linear)}
-        if activations - {"Tanh", "ReLU"}:
-            raise ValueError(f"NumpyMLP supports tanh and ReLU networks, got {activations}")
-        self.relu = "ReLU" in activations
-        self.weights = [effective_weight(m).detach().double().numpy().copy() for m in linears]
-        self.biases = [m.bias.detach().double().numpy().copy() for m in linears]
-
-    def _hidden(self, s: np.ndarray) -> list[np.ndarray]:
-        hs = [s]
-        for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
-            pre = hs[-1] @ w.T + b
-            hs.append(np.maximum(pre, 0.0) if self.relu else np.tanh(pre))
-        return hs
-
-    def __call__(self, s: np.ndarray) -> np.ndarray:
-        return self._hidden(s)[-1] @ self.weights[-1].T + self.biases[-1]
-
-    def vjp(self, s: np.ndarray, v: np.ndarray) -> np.ndarray:
-        """Rows of J_z(s)^T v for a batch of states s (b, n) and vectors v (b, m)."""
-        hs = self._hidden(s)
-        g = v @ self.weights[-1]
-        for layer in range(len(self.weights) - 2, -1, -1):
-            h = hs[layer + 1]
-            g = g * ((h > 0) if self.relu else (1.0 - h * h))
-            g = g @ self.weights[layer]
-        return g
 
 
 def scale_to_ball(action: np.ndarray, eps: float, norm: str | float = "inf") -> np.ndarray:

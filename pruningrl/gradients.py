@@ -19,10 +19,11 @@ so pruned entries receive no gradient, as with autograd.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
-from pruningrl.policies import GaussianPolicy, Policy
+from pruningrl.policies import GaussianPolicy, Policy, effective_weight
 
 
 def _layers(net: nn.Sequential) -> tuple[list[tuple[nn.Linear, torch.Tensor]], str]:
@@ -157,14 +158,68 @@ def _divergence_grads(policy: Policy, clean_out: torch.Tensor, attacked_out: tor
     return divergence, log_q.exp() - p, p * (v - divergence[:, None])
 
 
-@torch.no_grad()
-def divergence_input_gradient(
-    policy: Policy, clean_out: torch.Tensor, attacked: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """D(pi(.|s), pi(.|s')) per row and its gradient with respect to s' (the inner max's step)."""
-    out, cache = _forward(policy.net, attacked)
-    divergence, grad_out, _ = _divergence_grads(policy, clean_out, out)
-    return divergence, _backward(cache, grad_out, None)
+class NumpyMLP:
+    """A network z(s) in numpy, with the input gradient J_z(s)^T v.
+
+    z = W_L h_{L-1} + b_L, h_l = sigma(W_l h_{l-1} + b_l), h_0 = s; for tanh,
+    J^T v = W_1^T [(1 - h_1^2) * W_2^T [ ... (1 - h_{L-1}^2) * W_L^T v ]].
+    Pruned layers compute with their effective weight W * M. The weights are copied, so the
+    object is a snapshot. On a 64-row batch a numpy call costs a microsecond or two, torch's
+    several: loops of many small steps (adversaries, the SA inner maximum) run here.
+    """
+
+    def __init__(self, net: nn.Sequential, dtype: type = np.float64) -> None:
+        linears = [m for m in net if isinstance(m, nn.Linear)]
+        activations = {type(m).__name__ for m in net if not isinstance(m, nn.Linear)}
+        if activations - {"Tanh", "ReLU"}:
+            raise ValueError(f"NumpyMLP supports tanh and ReLU networks, got {activations}")
+        self.relu = "ReLU" in activations
+        with torch.no_grad():
+            self.weights = [np.array(effective_weight(m).detach().numpy(), dtype=dtype)
+                            for m in linears]
+            self.biases = [np.array(m.bias.detach().numpy(), dtype=dtype) for m in linears]
+
+    def hidden(self, s: np.ndarray) -> list[np.ndarray]:
+        """[h_0 = s, h_1, ..., h_{L-1}]: the input and every hidden activation."""
+        hs = [s]
+        for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
+            pre = hs[-1] @ w.T + b
+            hs.append(np.maximum(pre, 0.0) if self.relu else np.tanh(pre))
+        return hs
+
+    def output(self, hs: list[np.ndarray]) -> np.ndarray:
+        """z from the activations ``hidden`` returned."""
+        return hs[-1] @ self.weights[-1].T + self.biases[-1]
+
+    def __call__(self, s: np.ndarray) -> np.ndarray:
+        return self.output(self.hidden(s))
+
+    def vjp(self, s: np.ndarray, v: np.ndarray, hs: list[np.ndarray] | None = None) -> np.ndarray:
+        """Rows of J_z(s)^T v for states s (b, n) and vectors v (b, m); ``hs`` reuses
+        ``hidden(s)`` when the caller already has it."""
+        hs = self.hidden(s) if hs is None else hs
+        g = v @ self.weights[-1]
+        for layer in range(len(self.weights) - 2, -1, -1):
+            h = hs[layer + 1]
+            g = g * ((h > 0) if self.relu else (1.0 - h * h))
+            g = g @ self.weights[layer]
+        return g
+
+
+def divergence_output_gradient(
+    policy: Policy, clean_out: np.ndarray, attacked_out: np.ndarray
+) -> np.ndarray:
+    """dD/d(attacked output) in numpy, for D of ``pruningrl.ppo.policy_divergence``:
+    2 (z' - z) / sigma^2 (Gaussian), softmax(z') - softmax(z) (categorical KL(p || q))."""
+    if isinstance(policy, GaussianPolicy):
+        inv_var = np.exp(-2.0 * policy.log_std.detach().numpy()).astype(attacked_out.dtype)
+        return 2.0 * (attacked_out - clean_out) * inv_var
+
+    def softmax(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(-1, keepdims=True))
+        return e / e.sum(-1, keepdims=True)
+
+    return softmax(attacked_out) - softmax(clean_out)
 
 
 @torch.no_grad()

@@ -41,9 +41,15 @@ import torch
 from torch import nn
 
 from pruningrl.agent import Agent, _atomic_write, _attach_masks, clone_policy, save_agent
-from pruningrl.balls import project_to_ball, random_in_ball
+from pruningrl.balls import random_in_ball
+from pruningrl.bounds import parse_norm
 from pruningrl.envs import VectorEnv, check_env_id, env_spec
-from pruningrl.gradients import divergence_input_gradient, ppo_gradients, sa_gradients
+from pruningrl.gradients import (
+    NumpyMLP,
+    divergence_output_gradient,
+    ppo_gradients,
+    sa_gradients,
+)
 from pruningrl.normalization import ObservationNormalizer, RewardScaler
 from pruningrl.policies import (
     CategoricalPolicy,
@@ -222,24 +228,32 @@ def worst_case_states(
     """
     if eps <= 0:
         return states
-    with torch.no_grad():
-        clean = policy.net(states)
+    p = parse_norm(norm)
+    # the loop runs in numpy on a snapshot of the network (pruningrl.gradients.NumpyMLP): ten
+    # small steps per minibatch cost less there than torch's per-call overhead
+    mlp = NumpyMLP(policy.net, np.float32)
+    s = states.detach().numpy().astype(np.float32, copy=False)
+    clean = mlp(s)
     # a random start: at s' = s the divergence has its minimum and a zero gradient
-    delta = random_in_ball(tuple(states.shape), eps, norm, generator=generator)
+    delta = random_in_ball(tuple(states.shape), eps, norm, generator=generator).numpy()
+    if method == "sgld":
+        noise = torch.randn((steps, *states.shape), generator=generator).numpy()
     step = 2.5 * eps / steps
-    for _ in range(steps):
-        # the gradient of D with respect to s', by hand (pruningrl.gradients): no autograd graph
-        _, grad = divergence_input_gradient(policy, clean, states + delta)
-        if norm == "inf":
-            direction = grad.sign()
+    for k in range(steps):
+        hs = mlp.hidden(s + delta)
+        grad = mlp.vjp(hs[0], divergence_output_gradient(policy, clean, mlp.output(hs)), hs)
+        if p == math.inf:
+            delta += step * np.sign(grad)
         else:
-            direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        delta = delta + step * direction
+            delta += step * grad / np.maximum(np.linalg.norm(grad, axis=-1, keepdims=True), 1e-12)
         if method == "sgld":
-            noise = torch.randn(delta.shape, generator=generator)
-            delta = delta + math.sqrt(2 * step) * 1e-3 * eps * noise
-        delta = project_to_ball(delta, eps, norm)
-    return (states + delta).detach()
+            delta += (math.sqrt(2 * step) * 1e-3 * eps) * noise[k]
+        if p == math.inf:
+            np.clip(delta, -eps, eps, out=delta)
+        else:
+            length = np.linalg.norm(delta, axis=-1, keepdims=True)
+            delta *= np.minimum(eps / np.maximum(length, 1e-30), 1.0)
+    return states.detach() + torch.from_numpy(delta)
 
 
 def sa_regularizer(

@@ -61,7 +61,7 @@ def test_fast_gradients_equal_autograd(kind, activation, pruning, ent):
 @pytest.mark.parametrize("kind", ["gaussian", "categorical"])
 @pytest.mark.parametrize("pruned", [False, True])
 def test_sa_gradients_equal_autograd(kind, pruned):
-    from pruningrl.gradients import divergence_input_gradient, sa_gradients
+    from pruningrl.gradients import NumpyMLP, divergence_output_gradient, sa_gradients
     from pruningrl.ppo import policy_divergence
 
     torch.manual_seed(2)
@@ -78,9 +78,15 @@ def test_sa_gradients_equal_autograd(kind, pruned):
         clean = policy.net(states)
     divergence = policy_divergence(policy, clean, policy.net(attacked))
     (expected_input,) = torch.autograd.grad(divergence.sum(), attacked)
-    got_divergence, got_input = divergence_input_gradient(policy, clean, attacked.detach())
-    torch.testing.assert_close(got_divergence, divergence.detach())
-    torch.testing.assert_close(got_input, expected_input, rtol=1e-4, atol=1e-6)
+    mlp = NumpyMLP(policy.net)  # float64: the inner loop's numpy path, pruned weights included
+    s_attacked = attacked.detach().double().numpy()
+    hs = mlp.hidden(s_attacked)
+    torch.testing.assert_close(torch.from_numpy(mlp.output(hs)).float(),
+                               policy.net(attacked).detach())
+    got_input = mlp.vjp(s_attacked, divergence_output_gradient(
+        policy, clean.double().numpy(), mlp.output(hs)), hs)
+    torch.testing.assert_close(torch.from_numpy(got_input).float(), expected_input,
+                               rtol=1e-4, atol=1e-6)
     # the outer term: d/dtheta of kappa * mean D with s' held fixed
     params = list(policy.parameters())
     loss = 0.3 * policy_divergence(policy, policy.net(states),
