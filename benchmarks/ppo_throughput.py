@@ -88,6 +88,10 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    import gymnasium as gym  # pay the imports (MuJoCo, gymnasium) before any trainer is timed
+
+    gym.make("Hopper-v5").close()
+    import stable_baselines3  # noqa: F401
     cores = min(2, os.cpu_count() or 1)
     rows: dict[str, float] = {}
     rows["env_only_2cores"] = env_only_rate(args.env_seconds, cores)

@@ -1,8 +1,9 @@
 """Hand-derived gradients of the PPO loss for MLP actor-critics: the trainer's fast path.
 
-On a 2-core CPU a 64-sample minibatch is so small that autograd's bookkeeping costs more than
-the arithmetic. For the loss of ``pruningrl.ppo`` (without the SA term) the gradient has a short
-closed form, computed here with plain tensor operations and checked against autograd in
+On a 2-core CPU a 64-sample minibatch is so small that autograd's bookkeeping, and even torch's
+per-operation dispatch, cost more than the arithmetic. For the loss of ``pruningrl.ppo`` and
+the SA-PPO term the gradient has a short closed form, computed here in numpy on views of the
+parameters' memory (``NumpyGradients``) and checked against autograd in
 ``tests/test_gradients.py``. With r = exp(log pi - log pi_old) and B the minibatch size:
 
     dL/d log pi_i = -(A_i r_i / B) [A_i >= 0 and r_i <= 1 + c  or  A_i < 0 and r_i >= 1 - c]
@@ -25,64 +26,186 @@ from torch import nn
 
 from pruningrl.policies import GaussianPolicy, Policy, effective_weight
 
-
-def _layers(net: nn.Sequential) -> tuple[list[tuple[nn.Linear, torch.Tensor]], str]:
-    """(layer, effective weight) pairs and the activation name of an MLP ``nn.Sequential``."""
-    pairs, activation = [], "tanh"
-    for module in net:
-        if isinstance(module, nn.Linear):
-            mask = getattr(module, "weight_mask", None)
-            weight = module.weight_orig * mask if mask is not None else module.weight
-            pairs.append((module, weight))
-        elif isinstance(module, nn.ReLU):
-            activation = "relu"
-        elif not isinstance(module, nn.Tanh):
-            raise ValueError(f"the fast gradient handles Linear/Tanh/ReLU MLPs, not {module}")
-    return pairs, activation
+LOG_2PI = 1.8378770664093453
 
 
-def _forward(net: nn.Sequential, x: torch.Tensor):
-    pairs, activation = _layers(net)
-    hidden = [x]
-    for i, (layer, weight) in enumerate(pairs):
-        x = torch.addmm(layer.bias, x, weight.t())
-        if i < len(pairs) - 1:
-            x = torch.tanh(x) if activation == "tanh" else torch.relu(x)
-        hidden.append(x)
-    return x, (pairs, activation, hidden)
+def _linears_and_activation(net: nn.Sequential) -> tuple[list[nn.Linear], bool]:
+    """The Linear layers of an MLP ``nn.Sequential`` and whether it uses ReLU (else tanh)."""
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    activations = {type(m).__name__ for m in net if not isinstance(m, nn.Linear)}
+    if activations - {"Tanh", "ReLU"}:
+        raise ValueError(f"the numpy path handles Linear/Tanh/ReLU MLPs, got {activations}")
+    return linears, "ReLU" in activations
 
 
-def _add(grads: dict[torch.Tensor, torch.Tensor], key: torch.Tensor, value: torch.Tensor) -> None:
-    grads[key] = grads[key] + value if key in grads else value
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
 
 
-def _backward(
-    cache, grad_out: torch.Tensor, grads: dict[torch.Tensor, torch.Tensor] | None
-) -> torch.Tensor:
-    """Backpropagate ``grad_out``; accumulate parameter gradients into ``grads`` (unless None)
-    and return the gradient with respect to the network's input."""
-    pairs, activation, hidden = cache
-    g = grad_out
-    for i in range(len(pairs) - 1, -1, -1):
-        layer, weight = pairs[i]
-        if grads is not None:
-            grad_weight = g.t() @ hidden[i]
+class _NetView:
+    """An MLP's parameters as numpy views (updated in place by the optimizer), with gradient
+    buffers that the parameters' ``.grad`` tensors share."""
+
+    def __init__(self, net: nn.Sequential, buffers: dict[torch.Tensor, np.ndarray]) -> None:
+        linears, self.relu = _linears_and_activation(net)
+        self.layers = []
+        for layer in linears:
             mask = getattr(layer, "weight_mask", None)
-            if mask is not None:
-                _add(grads, layer.weight_orig, grad_weight * mask)
-            else:
-                _add(grads, layer.weight, grad_weight)
-            _add(grads, layer.bias, g.sum(0))
-        if i > 0:
-            h = hidden[i]
-            slope = 1.0 - h * h if activation == "tanh" else (h > 0).to(h.dtype)
-            g = (g @ weight) * slope
+            weight = layer.weight_orig if mask is not None else layer.weight
+            self.layers.append((
+                weight.detach().numpy(),
+                None if mask is None else mask.detach().numpy(),
+                layer.bias.detach().numpy(),
+                buffers.setdefault(weight, np.zeros(tuple(weight.shape), np.float32)),
+                buffers.setdefault(layer.bias, np.zeros(tuple(layer.bias.shape), np.float32)),
+            ))
+
+    def weights(self) -> list[np.ndarray]:
+        """The effective weights W * M, read now (after the latest optimizer step)."""
+        return [w if m is None else w * m for w, m, *_ in self.layers]
+
+    def forward(self, x: np.ndarray, weights: list[np.ndarray]) -> list[np.ndarray]:
+        """[h_0 = x, h_1, ..., h_{L-1}, z]."""
+        hs = [x]
+        last = len(self.layers) - 1
+        for i, (w, (_, _, b, _, _)) in enumerate(zip(weights, self.layers, strict=True)):
+            pre = hs[-1] @ w.T + b
+            hs.append(pre if i == last else (np.maximum(pre, 0.0) if self.relu else np.tanh(pre)))
+        return hs
+
+    def backward(self, hs: list[np.ndarray], weights: list[np.ndarray], g: np.ndarray) -> None:
+        """Accumulate d/dtheta of sum(g * z) into the gradient buffers (pruned entries get 0)."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            _, mask, _, grad_w, grad_b = self.layers[i]
+            grad_weight = g.T @ hs[i]
+            grad_w += grad_weight if mask is None else grad_weight * mask
+            grad_b += g.sum(0)
+            if i > 0:
+                h = hs[i]
+                g = (g @ weights[i]) * ((h > 0) if self.relu else (1.0 - h * h))
+
+
+class NumpyGradients:
+    """The trainer's fast path: d loss / d theta for an actor-critic, in numpy.
+
+    Gradient buffers are float32 arrays whose memory the parameters' ``.grad`` tensors share
+    (``attach``), so ``zero``, ``add_ppo``, ``add_sa`` and ``clip`` are followed directly by
+    ``optimizer.step()``. Build a new one whenever pruning masks change.
+    """
+
+    def __init__(self, policy: Policy, value: nn.Module | None = None) -> None:
+        self.buffers: dict[torch.Tensor, np.ndarray] = {}
+        self.actor = _NetView(policy.net, self.buffers)
+        self.critic = None if value is None else _NetView(value.net, self.buffers)
+        self.gaussian = isinstance(policy, GaussianPolicy)
+        if self.gaussian:
+            self.log_std = policy.log_std.detach().numpy()
+            self.grad_log_std = self.buffers.setdefault(
+                policy.log_std, np.zeros(tuple(policy.log_std.shape), np.float32))
+
+    def attach(self) -> None:
+        """Make every parameter's ``.grad`` a tensor view of its buffer."""
+        for param, buffer in self.buffers.items():
+            param.grad = torch.from_numpy(buffer)
+
+    def zero(self) -> None:
+        for buffer in self.buffers.values():
+            buffer.fill(0.0)
+
+    def add_ppo(
+        self,
+        obs: np.ndarray,
+        actions: np.ndarray,
+        old_log_prob: np.ndarray,
+        advantages: np.ndarray,
+        returns: np.ndarray,
+        clip: float,
+        vf_coef: float,
+        ent_coef: float = 0.0,
+    ) -> None:
+        """Add d/dtheta of ``L_clip + vf_coef * 1/2 mean((V - R)^2) - ent_coef * H``."""
+        batch = obs.shape[0]
+        weights = self.actor.weights()
+        hs = self.actor.forward(obs, weights)
+        out = hs[-1]
+        if self.gaussian:
+            inv_std = np.exp(-self.log_std)
+            z = (actions - out) * inv_std
+            log_prob = -0.5 * (z * z).sum(-1) - self.log_std.sum() - 0.5 * out.shape[-1] * LOG_2PI
+            ratio = np.exp(log_prob - old_log_prob)
+            active = np.where(advantages >= 0, ratio <= 1 + clip, ratio >= 1 - clip)
+            d_log_prob = np.where(active, -advantages * ratio / batch, 0.0).astype(np.float32)
+            grad_out = d_log_prob[:, None] * z * inv_std
+            self.grad_log_std += (d_log_prob[:, None] * (z * z - 1.0)).sum(0) - ent_coef
         else:
-            g = g @ weight
-    return g
+            log_p = out - out.max(-1, keepdims=True)
+            log_p = log_p - np.log(np.exp(log_p).sum(-1, keepdims=True))
+            p = np.exp(log_p)
+            rows, index = np.arange(batch), actions.astype(np.int64)
+            ratio = np.exp(log_p[rows, index] - old_log_prob)
+            active = np.where(advantages >= 0, ratio <= 1 + clip, ratio >= 1 - clip)
+            d_log_prob = np.where(active, -advantages * ratio / batch, 0.0).astype(np.float32)
+            grad_out = -d_log_prob[:, None] * p
+            grad_out[rows, index] += d_log_prob
+            if ent_coef:
+                entropy = -(p * log_p).sum(-1, keepdims=True)
+                grad_out += ent_coef * p * (log_p + entropy) / batch
+        self.actor.backward(hs, weights, grad_out)
+        if self.critic is None:
+            raise ValueError("add_ppo needs the value network: NumpyGradients(policy, value)")
+        critic_weights = self.critic.weights()
+        hs = self.critic.forward(obs, critic_weights)
+        self.critic.backward(hs, critic_weights, (vf_coef / batch) * (hs[-1] - returns[:, None]))
+
+    def add_sa(self, states: np.ndarray, attacked: np.ndarray, weight: float) -> float:
+        """Add d/dtheta of ``weight * mean_i D(pi(.|s_i), pi(.|s'_i))``; return mean D.
+
+        The worst-case states s' are held fixed (the inner maximum's envelope) and both ends of
+        the divergence are differentiated, as autograd does for ``pruningrl.ppo.sa_regularizer``.
+        Gaussian (sigma held fixed): D = sum_j (z'_j - z_j)^2 / sigma_j^2, dD/dz' = -dD/dz =
+        2 (z' - z) / sigma^2. Categorical: D = KL(p || q), p = softmax z, q = softmax z',
+        dD/dz' = q - p and dD/dz = p * (v - D), v = log p - log q.
+        """
+        scale = weight / states.shape[0]
+        weights = self.actor.weights()
+        clean = self.actor.forward(states, weights)
+        worst = self.actor.forward(attacked, weights)
+        if self.gaussian:
+            inv_var = np.exp(-2.0 * self.log_std)
+            diff = worst[-1] - clean[-1]
+            grad_worst = 2.0 * diff * inv_var
+            divergence = (diff * diff * inv_var).sum(-1)
+            grad_clean = -grad_worst
+        else:
+            log_p = np.log(_softmax(clean[-1]))
+            log_q = np.log(_softmax(worst[-1]))
+            p, v = np.exp(log_p), log_p - log_q
+            divergence = (p * v).sum(-1)
+            grad_worst, grad_clean = np.exp(log_q) - p, p * (v - divergence[:, None])
+        self.actor.backward(worst, weights, scale * grad_worst)
+        self.actor.backward(clean, weights, scale * grad_clean)
+        return float(divergence.mean())
+
+    def clip(self, max_norm: float) -> float:
+        """Scale all gradients by min(1, max_norm / (||g||_2 + 1e-6)), as
+        ``torch.nn.utils.clip_grad_norm_``; return the norm before clipping."""
+        total = float(np.sqrt(sum(float(np.vdot(b, b)) for b in self.buffers.values())))
+        coef = max_norm / (total + 1e-6)
+        if coef < 1.0:
+            for buffer in self.buffers.values():
+                buffer *= coef
+        return total
+
+    def as_dict(self) -> dict[torch.Tensor, torch.Tensor]:
+        """The current gradients, keyed by parameter (copies)."""
+        return {param: torch.from_numpy(buffer.copy()) for param, buffer in self.buffers.items()}
 
 
-@torch.no_grad()
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().numpy().astype(np.float32, copy=False)
+
+
 def ppo_gradients(
     policy: Policy,
     value: nn.Module,
@@ -100,62 +223,21 @@ def ppo_gradients(
     ``loss = L_clip + vf_coef * 1/2 mean((V - R)^2) - ent_coef * H``, with ``advantages``
     already normalized if the trainer normalizes them.
     """
-    batch = obs.shape[0]
-    grads: dict[torch.Tensor, torch.Tensor] = {}
-    out, actor_cache = _forward(policy.net, obs)
-    if isinstance(policy, GaussianPolicy):
-        log_std = policy.log_std
-        inv_std = torch.exp(-log_std)
-        z = (actions - out) * inv_std
-        log_prob = -0.5 * (z * z).sum(-1) - log_std.sum()  # the constant cancels in the ratio
-        old = old_log_prob + 0.5 * out.shape[-1] * 1.8378770664093453  # log(2 pi)
-        ratio = torch.exp(log_prob - old)
-        active = torch.where(advantages >= 0, ratio <= 1 + clip, ratio >= 1 - clip)
-        d_log_prob = torch.where(active, -advantages * ratio / batch, 0.0)
-        grad_out = d_log_prob[:, None] * z * inv_std
-        grad_log_std = (d_log_prob[:, None] * (z * z - 1.0)).sum(0)
-        if ent_coef:
-            grad_log_std = grad_log_std - ent_coef
-        grads[log_std] = grad_log_std
-    else:
-        log_p = torch.log_softmax(out, -1)
-        p = log_p.exp()
-        index = actions.long()[:, None]
-        log_prob = log_p.gather(-1, index)[:, 0]
-        ratio = torch.exp(log_prob - old_log_prob)
-        active = torch.where(advantages >= 0, ratio <= 1 + clip, ratio >= 1 - clip)
-        d_log_prob = torch.where(active, -advantages * ratio / batch, 0.0)
-        grad_out = -d_log_prob[:, None] * p
-        grad_out.scatter_add_(-1, index, d_log_prob[:, None])
-        if ent_coef:
-            entropy = -(p * log_p).sum(-1, keepdim=True)
-            grad_out = grad_out + ent_coef * p * (log_p + entropy) / batch
-    _backward(actor_cache, grad_out, grads)
-    v, critic_cache = _forward(value.net, obs)
-    _backward(critic_cache, (vf_coef / batch) * (v[:, 0] - returns)[:, None], grads)
-    return grads
+    grads = NumpyGradients(policy, value)
+    grads.add_ppo(_numpy(obs), _numpy(actions), _numpy(old_log_prob), _numpy(advantages),
+                  _numpy(returns), clip, vf_coef, ent_coef)
+    return grads.as_dict()
 
 
-# ----------------------------------------------------------------------------- SA-PPO
-
-
-def _divergence_grads(policy: Policy, clean_out: torch.Tensor, attacked_out: torch.Tensor):
-    """D per row and dD/d(attacked output), dD/d(clean output), for D of ``policy_divergence``.
-
-    Gaussian: D = sum_j (z'_j - z_j)^2 / sigma_j^2 (sigma held fixed), so dD/dz' = 2 (z' - z) /
-    sigma^2 = -dD/dz. Categorical: D = KL(p || q) with p = softmax z, q = softmax z', so
-    dD/dz' = q - p and dD/dz = p * (v - sum_k p_k v_k), v = log p - log q.
-    """
-    if isinstance(policy, GaussianPolicy):
-        inv_var = torch.exp(-2 * policy.log_std.detach())
-        diff = attacked_out - clean_out
-        grad_attacked = 2.0 * diff * inv_var
-        return (diff * diff * inv_var).sum(-1), grad_attacked, -grad_attacked
-    log_p = torch.log_softmax(clean_out, -1)
-    log_q = torch.log_softmax(attacked_out, -1)
-    p, v = log_p.exp(), log_p - log_q
-    divergence = (p * v).sum(-1)
-    return divergence, log_q.exp() - p, p * (v - divergence[:, None])
+def sa_gradients(
+    policy: Policy, states: torch.Tensor, attacked: torch.Tensor, weight: float
+) -> tuple[dict[torch.Tensor, torch.Tensor], float]:
+    """d/dtheta of ``weight * mean_i D(pi(.|s_i), pi(.|s'_i))`` for the actor's parameters
+    (keyed by tensor; the log-std is held fixed), and mean D."""
+    grads = NumpyGradients(policy)
+    divergence = grads.add_sa(_numpy(states), _numpy(attacked), weight)
+    log_std = getattr(policy, "log_std", None)
+    return {p: g for p, g in grads.as_dict().items() if p is not log_std}, divergence
 
 
 class NumpyMLP:
@@ -169,11 +251,7 @@ class NumpyMLP:
     """
 
     def __init__(self, net: nn.Sequential, dtype: type = np.float64) -> None:
-        linears = [m for m in net if isinstance(m, nn.Linear)]
-        activations = {type(m).__name__ for m in net if not isinstance(m, nn.Linear)}
-        if activations - {"Tanh", "ReLU"}:
-            raise ValueError(f"NumpyMLP supports tanh and ReLU networks, got {activations}")
-        self.relu = "ReLU" in activations
+        linears, self.relu = _linears_and_activation(net)
         with torch.no_grad():
             self.weights = [np.array(effective_weight(m).detach().numpy(), dtype=dtype)
                             for m in linears]
@@ -214,31 +292,4 @@ def divergence_output_gradient(
     if isinstance(policy, GaussianPolicy):
         inv_var = np.exp(-2.0 * policy.log_std.detach().numpy()).astype(attacked_out.dtype)
         return 2.0 * (attacked_out - clean_out) * inv_var
-
-    def softmax(z: np.ndarray) -> np.ndarray:
-        e = np.exp(z - z.max(-1, keepdims=True))
-        return e / e.sum(-1, keepdims=True)
-
-    return softmax(attacked_out) - softmax(clean_out)
-
-
-@torch.no_grad()
-def sa_gradients(
-    policy: Policy,
-    states: torch.Tensor,
-    attacked: torch.Tensor,
-    weight: float,
-    grads: dict[torch.Tensor, torch.Tensor],
-) -> torch.Tensor:
-    """Add d/dtheta of ``weight * mean_i D(pi(.|s_i), pi(.|s'_i))`` to ``grads``; return mean D.
-
-    The worst-case states s' are held fixed (the inner maximum's envelope), and both ends of
-    the divergence are differentiated, as autograd does for ``pruningrl.ppo.sa_regularizer``.
-    """
-    batch = states.shape[0]
-    clean_out, clean_cache = _forward(policy.net, states)
-    attacked_out, attacked_cache = _forward(policy.net, attacked)
-    divergence, grad_attacked, grad_clean = _divergence_grads(policy, clean_out, attacked_out)
-    _backward(attacked_cache, (weight / batch) * grad_attacked, grads)
-    _backward(clean_cache, (weight / batch) * grad_clean, grads)
-    return divergence.mean()
+    return _softmax(attacked_out) - _softmax(clean_out)

@@ -44,12 +44,7 @@ from pruningrl.agent import Agent, _atomic_write, _attach_masks, clone_policy, s
 from pruningrl.balls import random_in_ball
 from pruningrl.bounds import parse_norm
 from pruningrl.envs import VectorEnv, check_env_id, env_spec
-from pruningrl.gradients import (
-    NumpyMLP,
-    divergence_output_gradient,
-    ppo_gradients,
-    sa_gradients,
-)
+from pruningrl.gradients import NumpyGradients, NumpyMLP, divergence_output_gradient
 from pruningrl.normalization import ObservationNormalizer, RewardScaler
 from pruningrl.policies import (
     CategoricalPolicy,
@@ -540,39 +535,49 @@ def train(
             sa_eps = config.sa_eps * (min(1.0, progress_frac / config.sa_ramp)
                                       if config.sa_ramp > 0 else 1.0)
             size = config.minibatch_size
+            sa_active = config.sa_reg > 0 and sa_eps > 0
+            if config.analytic_gradients:  # numpy views of this iteration's parameters and masks
+                fast = NumpyGradients(policy, value)
+                fast.attach()
+                n_obs, n_act, n_logp, n_adv, n_ret = (
+                    x.numpy() for x in (b_obs, b_act, b_logp, b_adv, b_ret))
             for _ in range(config.epochs):
                 perm = torch.randperm(config.steps_per_iteration, generator=generator)
                 for k in range(config.minibatches):
                     idx = perm[k * size:(k + 1) * size]
-                    obs = b_obs[idx]
-                    adv = b_adv[idx]
-                    if config.normalize_advantages:
-                        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                     if config.analytic_gradients:
-                        grads = ppo_gradients(policy, value, obs, b_act[idx], b_logp[idx], adv,
-                                              b_ret[idx], config.clip_coef, config.vf_coef,
-                                              config.ent_coef)
-                        if config.sa_reg > 0 and sa_eps > 0:
+                        rows = idx.numpy()
+                        obs, adv = n_obs[rows], n_adv[rows]
+                        if config.normalize_advantages:
+                            adv = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8)
+                        fast.zero()
+                        fast.add_ppo(obs, n_act[rows], n_logp[rows], adv, n_ret[rows],
+                                     config.clip_coef, config.vf_coef, config.ent_coef)
+                        if sa_active:
                             attacked = worst_case_states(
-                                policy, obs, sa_eps, config.sa_norm, config.sa_steps,
-                                config.sa_method, generator)
-                            sa_gradients(policy, obs, attacked, config.sa_reg, grads)
-                        for p in params:
-                            p.grad = grads.get(p)
+                                policy, torch.from_numpy(obs), sa_eps, config.sa_norm,
+                                config.sa_steps, config.sa_method, generator)
+                            fast.add_sa(obs, attacked.numpy(), config.sa_reg)
+                        if config.max_grad_norm > 0:
+                            fast.clip(config.max_grad_norm)
                     else:
+                        obs = b_obs[idx]
+                        adv = b_adv[idx]
+                        if config.normalize_advantages:
+                            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
                         log_prob, entropy = log_prob_and_entropy(policy, obs, b_act[idx])
                         loss = clipped_surrogate(log_prob, b_logp[idx], adv, config.clip_coef)
                         loss = loss + config.vf_coef * 0.5 * (value(obs) - b_ret[idx]).pow(2).mean()
                         if config.ent_coef:
                             loss = loss - config.ent_coef * entropy
-                        if config.sa_reg > 0 and sa_eps > 0:
+                        if sa_active:
                             loss = loss + config.sa_reg * sa_regularizer(
                                 policy, obs, sa_eps, config.sa_norm, config.sa_steps,
                                 config.sa_method, generator)
                         optimizer.zero_grad(set_to_none=True)
                         loss.backward()
-                    if config.max_grad_norm > 0:
-                        nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                        if config.max_grad_norm > 0:
+                            nn.utils.clip_grad_norm_(params, config.max_grad_norm)
                     optimizer.step()
             refresh_pruned_weights(policy)  # keep layer.weight in step with W_orig * M
             iteration += 1

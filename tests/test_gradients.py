@@ -93,8 +93,8 @@ def test_sa_gradients_equal_autograd(kind, pruned):
                                    policy.net(attacked.detach())).mean()
     expected = dict(zip(params, torch.autograd.grad(loss, params, allow_unused=True),
                         strict=True))
-    got = {}
-    sa_gradients(policy, states, attacked.detach(), 0.3, got)
+    got, got_divergence = sa_gradients(policy, states, attacked.detach(), 0.3)
+    assert got_divergence == pytest.approx(float(divergence.detach().mean()), rel=1e-4)
     for param, grad in expected.items():
         if grad is None:  # the log-std is held fixed inside the divergence
             assert param not in got

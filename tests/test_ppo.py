@@ -230,6 +230,18 @@ def flat(module):
     return torch.cat([p.detach().flatten() for p in module.parameters()])
 
 
+@pytest.mark.parametrize("env_id, sa_reg", [("CartPole-v1", 0.0), ("CartPole-v1", 0.3),
+                                           ("Hopper-v5", 0.0), ("Hopper-v5", 0.3)])
+def test_numpy_fast_path_trains_like_autograd(env_id, sa_reg):
+    """Two iterations with the numpy gradients and with autograd end at the same weights."""
+    config = dict(TINY, env_id=env_id, total_steps=512, sa_reg=sa_reg, sa_eps=0.1 * bool(sa_reg),
+                  sa_ramp=0.0)
+    fast = train(PPOConfig(**config), progress=False).agent
+    slow = train(PPOConfig(**config, analytic_gradients=False), progress=False).agent
+    for a, b in ((fast.policy, slow.policy), (fast.value, slow.value)):
+        torch.testing.assert_close(flat(a), flat(b), rtol=0, atol=1e-4)
+
+
 def test_cartpole_learns_in_a_few_iterations():
     result = train(PPOConfig(total_steps=40_960, **{**TINY, "steps_per_iteration": 2048,
                                                      "num_envs": 8, "minibatches": 32,
