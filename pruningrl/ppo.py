@@ -67,7 +67,8 @@ class PPOConfig:
     # sampling layout: steps_per_iteration = num_envs x (steps per env per iteration)
     steps_per_iteration: int = 2048
     num_envs: int = 8
-    num_workers: int = 0  # env-stepping threads; 0 steps the envs inline (fastest on 2 cores)
+    num_workers: int = 0  # env processes; 0 steps them inline (2 is faster for one run alone on
+    # 2 cores, see benchmarks/ppo_throughput.py; 0 when several runs share the cores)
     # optimisation
     epochs: int = 10
     minibatches: int = 32
