@@ -121,7 +121,7 @@ def main() -> int:
         print(json.dumps(report))
     else:
         for key, value in report["samples_per_s"].items():
-            print(f"{key:28s} {value:9.1f} samples/s")
+            print(f"{key:32s} {value:9.1f} samples/s")
         for key in ("ratio_vs_sb3_1env", "ratio_vs_sb3_8envs", "ratio_1env_layout_vs_sb3_1env",
                     "ratio_sappo_vs_sb3_1env", "fraction_of_env_only_limit_2cores"):
             print(f"{key:36s} {report[key]}")
