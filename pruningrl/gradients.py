@@ -53,12 +53,13 @@ class _NetView:
         for layer in linears:
             mask = getattr(layer, "weight_mask", None)
             weight = layer.weight_orig if mask is not None else layer.weight
+            w, b = weight.detach().numpy(), layer.bias.detach().numpy()
             self.layers.append((
-                weight.detach().numpy(),
+                w,
                 None if mask is None else mask.detach().numpy(),
-                layer.bias.detach().numpy(),
-                buffers.setdefault(weight, np.zeros(tuple(weight.shape), np.float32)),
-                buffers.setdefault(layer.bias, np.zeros(tuple(layer.bias.shape), np.float32)),
+                b,
+                buffers.setdefault(weight, np.zeros_like(w)),
+                buffers.setdefault(layer.bias, np.zeros_like(b)),
             ))
 
     def weights(self) -> list[np.ndarray]:
@@ -101,8 +102,7 @@ class NumpyGradients:
         self.gaussian = isinstance(policy, GaussianPolicy)
         if self.gaussian:
             self.log_std = policy.log_std.detach().numpy()
-            self.grad_log_std = self.buffers.setdefault(
-                policy.log_std, np.zeros(tuple(policy.log_std.shape), np.float32))
+            self.grad_log_std = self.buffers.setdefault(policy.log_std, np.zeros_like(self.log_std))
 
     def attach(self) -> None:
         """Make every parameter's ``.grad`` a tensor view of its buffer."""
@@ -135,7 +135,7 @@ class NumpyGradients:
             log_prob = -0.5 * (z * z).sum(-1) - self.log_std.sum() - 0.5 * out.shape[-1] * LOG_2PI
             ratio = np.exp(log_prob - old_log_prob)
             active = np.where(advantages >= 0, ratio <= 1 + clip, ratio >= 1 - clip)
-            d_log_prob = np.where(active, -advantages * ratio / batch, 0.0).astype(np.float32)
+            d_log_prob = np.where(active, -advantages * ratio / batch, 0.0).astype(out.dtype)
             grad_out = d_log_prob[:, None] * z * inv_std
             self.grad_log_std += (d_log_prob[:, None] * (z * z - 1.0)).sum(0) - ent_coef
         else:
@@ -145,7 +145,7 @@ class NumpyGradients:
             rows, index = np.arange(batch), actions.astype(np.int64)
             ratio = np.exp(log_p[rows, index] - old_log_prob)
             active = np.where(advantages >= 0, ratio <= 1 + clip, ratio >= 1 - clip)
-            d_log_prob = np.where(active, -advantages * ratio / batch, 0.0).astype(np.float32)
+            d_log_prob = np.where(active, -advantages * ratio / batch, 0.0).astype(out.dtype)
             grad_out = -d_log_prob[:, None] * p
             grad_out[rows, index] += d_log_prob
             if ent_coef:
