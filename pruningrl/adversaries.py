@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from pruningrl.agent import Agent, load_agent
-from pruningrl.balls import assert_in_ball
+from pruningrl.balls import ascent_direction, assert_in_ball, project_to_ball
 from pruningrl.bounds import _check_eps, parse_norm
 from pruningrl.envs import check_env_id
 from pruningrl.gradients import NumpyMLP
@@ -66,19 +66,12 @@ def paad_actor(
     Projected gradient ascent on <z(s + delta), d/|d|> from delta = 0, step 2 eps / steps:
     signed steps and clipping for l_inf, normalized steps and rescaling for l_2.
     """
-    p = parse_norm(norm)
     d = directions / np.maximum(np.linalg.norm(directions, axis=-1, keepdims=True), 1e-12)
     delta = np.zeros_like(states)
     size = 2.0 * eps / steps
     for _ in range(steps):
         grad = mlp.vjp(states + delta, d)
-        if p == math.inf:
-            delta = np.clip(delta + size * np.sign(grad), -eps, eps)
-        else:
-            grad = grad / np.maximum(np.linalg.norm(grad, axis=-1, keepdims=True), 1e-12)
-            delta = delta + size * grad
-            length = np.linalg.norm(delta, axis=-1, keepdims=True)
-            delta = delta * np.minimum(1.0, eps / np.maximum(length, 1e-12))
+        delta = project_to_ball(delta + size * ascent_direction(grad, norm), eps, norm)
     return delta
 
 
@@ -109,7 +102,7 @@ class _VictimEnv(gym.Env):
 
     def _normalize(self, obs: np.ndarray) -> np.ndarray:
         """The victim's normalized state, exactly as it sees it in evaluation."""
-        return self.agent.normalize(obs[None])[0].double().numpy()
+        return self.agent.normalize_array(obs[None])[0].astype(np.float64)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)

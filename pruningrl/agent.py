@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from pruningrl.normalization import EPSILON
+from pruningrl.normalization import normalize_observations
 from pruningrl.policies import Policy, ValueNetwork, policy_from_config, refresh_pruned_weights
 from pruningrl.pruning import apply_masks, prunable_layers
 
@@ -51,14 +51,15 @@ class Agent:
     def discrete(self) -> bool:
         return self.policy.config()["kind"] == "categorical"
 
+    def normalize_array(self, obs: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Raw observations -> the normalized states the policy sees (float32 numpy)."""
+        if not self.normalize_obs:
+            return np.asarray(obs, dtype=np.float64).astype(np.float32)
+        return normalize_observations(obs, self.obs_mean, self.obs_var, self.clip_obs)
+
     def normalize(self, obs: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Raw observations -> the normalized states the policy sees (float32 tensor)."""
-        obs = torch.as_tensor(np.asarray(obs), dtype=torch.float64)
-        if not self.normalize_obs:
-            return obs.float()
-        mean = torch.as_tensor(self.obs_mean, dtype=torch.float64)
-        std = torch.as_tensor(self.obs_var, dtype=torch.float64).add(EPSILON).sqrt()
-        return ((obs - mean) / std).clamp(-self.clip_obs, self.clip_obs).float()
+        return torch.from_numpy(self.normalize_array(obs))
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:

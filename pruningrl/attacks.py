@@ -28,7 +28,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from pruningrl.balls import BALL_TOLERANCE, assert_in_ball, project_to_ball, random_in_ball
+from pruningrl.balls import (
+    BALL_TOLERANCE,
+    ascent_direction,
+    assert_in_ball,
+    project_to_ball,
+    random_in_ball,
+)
 from pruningrl.bounds import _check_eps, parse_norm
 from pruningrl.policies import CategoricalPolicy, GaussianPolicy
 
@@ -141,7 +147,6 @@ def _pgd_descent(
     eps = _check_eps(eps)
     if eps == 0:
         return states
-    p = parse_norm(norm)
     delta = random_in_ball(tuple(states.shape), eps, norm, generator=generator)
     step = 2.5 * eps / steps
     for _ in range(steps):
@@ -149,11 +154,7 @@ def _pgd_descent(
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(objective(states + delta).sum(), delta)
         with torch.no_grad():
-            if p == math.inf:
-                direction = grad.sign()
-            else:
-                direction = grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-            delta = project_to_ball(delta - step * direction, eps, norm)
+            delta = project_to_ball(delta - step * ascent_direction(grad, norm), eps, norm)
     attacked = (states + delta).detach()
     assert_in_ball(attacked - states, eps, norm)
     return attacked

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from pruningrl.bounds import parse_norm
@@ -16,13 +17,35 @@ from pruningrl.bounds import parse_norm
 BALL_TOLERANCE = 1e-6
 
 
-def project_to_ball(delta: torch.Tensor, eps: float, norm: str | float = "inf") -> torch.Tensor:
-    """The Euclidean projection of each row of ``delta`` onto {d : ||d||_p <= eps}."""
+Array = torch.Tensor | np.ndarray
+
+
+def project_to_ball(delta: Array, eps: float, norm: str | float = "inf") -> Array:
+    """The Euclidean projection of each row of ``delta`` onto {d : ||d||_p <= eps}: clip for
+    l_inf, rescale by min(1, eps / ||d||_2) for l_2. Tensors and numpy arrays alike."""
     p = parse_norm(norm)
+    if isinstance(delta, np.ndarray):
+        if p == math.inf:
+            return np.clip(delta, -eps, eps)
+        length = np.linalg.norm(delta, axis=-1, keepdims=True)
+        return delta * np.minimum(eps / np.maximum(length, 1e-30), 1.0)
     if p == math.inf:
         return delta.clamp(-eps, eps)
     length = delta.norm(dim=-1, keepdim=True)
     return delta * torch.clamp(eps / length.clamp_min(1e-30), max=1.0)
+
+
+def ascent_direction(grad: Array, norm: str | float = "inf") -> Array:
+    """The steepest unit step for a gradient in the l_p geometry: sign(g) for l_inf,
+    g / ||g||_2 for l_2 (a zero row stays zero). Tensors and numpy arrays alike."""
+    p = parse_norm(norm)
+    if isinstance(grad, np.ndarray):
+        if p == math.inf:
+            return np.sign(grad)
+        return grad / np.maximum(np.linalg.norm(grad, axis=-1, keepdims=True), 1e-12)
+    if p == math.inf:
+        return grad.sign()
+    return grad / grad.norm(dim=-1, keepdim=True).clamp_min(1e-12)
 
 
 def assert_in_ball(delta: torch.Tensor, eps: float, norm: str | float = "inf") -> None:

@@ -43,48 +43,93 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(-1, keepdims=True)
 
 
+def _hidden(x: np.ndarray, weights: list[np.ndarray], biases: list[np.ndarray],
+            relu: bool) -> list[np.ndarray]:
+    """[h_0 = x, h_1, ..., h_{L-1}], h_l = sigma(W_l h_{l-1} + b_l)."""
+    hs = [x]
+    for w, b in zip(weights[:-1], biases[:-1], strict=True):
+        pre = hs[-1] @ w.T + b
+        hs.append(np.maximum(pre, 0.0) if relu else np.tanh(pre))
+    return hs
+
+
+def _backward(
+    hs: list[np.ndarray],
+    weights: list[np.ndarray],
+    g: np.ndarray,
+    relu: bool,
+    param_grads: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] | None = None,
+) -> np.ndarray | None:
+    """Backpropagate g = dL/dz. With ``param_grads`` ((dW, db, mask) per layer) accumulate
+    dW_l += (g_l^T h_{l-1}) * M, db_l += sum_rows g_l and return None; without, return the
+    input gradient J_z^T g."""
+    for i in range(len(weights) - 1, -1, -1):
+        if param_grads is not None:
+            grad_w, grad_b, mask = param_grads[i]
+            grad_weight = g.T @ hs[i]
+            grad_w += grad_weight if mask is None else grad_weight * mask
+            grad_b += g.sum(0)
+            if i == 0:
+                return None
+        g = g @ weights[i]
+        if i > 0:
+            h = hs[i]
+            g = g * ((h > 0) if relu else (1.0 - h * h))
+    return g
+
+
+def divergence_gradients(
+    policy: Policy, clean_out: np.ndarray, attacked_out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """D per row of ``pruningrl.ppo.policy_divergence``, dD/dz' and dD/dz, in numpy.
+
+    Gaussian (sigma held fixed): D = sum_j (z'_j - z_j)^2 / sigma_j^2, dD/dz' = -dD/dz =
+    2 (z' - z) / sigma^2. Categorical: D = KL(p || q), p = softmax z, q = softmax z',
+    dD/dz' = q - p and dD/dz = p * (v - D), v = log p - log q.
+    """
+    if isinstance(policy, GaussianPolicy):
+        inv_var = np.exp(-2.0 * policy.log_std.detach().numpy()).astype(attacked_out.dtype)
+        diff = attacked_out - clean_out
+        grad_attacked = 2.0 * diff * inv_var
+        return (diff * diff * inv_var).sum(-1), grad_attacked, -grad_attacked
+    log_p = np.log(_softmax(clean_out))
+    log_q = np.log(_softmax(attacked_out))
+    p, v = np.exp(log_p), log_p - log_q
+    divergence = (p * v).sum(-1)
+    return divergence, np.exp(log_q) - p, p * (v - divergence[:, None])
+
+
 class _NetView:
     """An MLP's parameters as numpy views (updated in place by the optimizer), with gradient
     buffers that the parameters' ``.grad`` tensors share."""
 
     def __init__(self, net: nn.Sequential, buffers: dict[torch.Tensor, np.ndarray]) -> None:
         linears, self.relu = _linears_and_activation(net)
-        self.layers = []
+        self.raw, self.masks, self.biases, self.grads = [], [], [], []
         for layer in linears:
             mask = getattr(layer, "weight_mask", None)
             weight = layer.weight_orig if mask is not None else layer.weight
             w, b = weight.detach().numpy(), layer.bias.detach().numpy()
-            self.layers.append((
-                w,
-                None if mask is None else mask.detach().numpy(),
-                b,
-                buffers.setdefault(weight, np.zeros_like(w)),
-                buffers.setdefault(layer.bias, np.zeros_like(b)),
-            ))
+            self.raw.append(w)
+            self.masks.append(None if mask is None else mask.detach().numpy())
+            self.biases.append(b)
+            self.grads.append((buffers.setdefault(weight, np.zeros_like(w)),
+                               buffers.setdefault(layer.bias, np.zeros_like(b)),
+                               self.masks[-1]))
 
     def weights(self) -> list[np.ndarray]:
         """The effective weights W * M, read now (after the latest optimizer step)."""
-        return [w if m is None else w * m for w, m, *_ in self.layers]
+        return [w if m is None else w * m for w, m in zip(self.raw, self.masks, strict=True)]
 
     def forward(self, x: np.ndarray, weights: list[np.ndarray]) -> list[np.ndarray]:
         """[h_0 = x, h_1, ..., h_{L-1}, z]."""
-        hs = [x]
-        last = len(self.layers) - 1
-        for i, (w, (_, _, b, _, _)) in enumerate(zip(weights, self.layers, strict=True)):
-            pre = hs[-1] @ w.T + b
-            hs.append(pre if i == last else (np.maximum(pre, 0.0) if self.relu else np.tanh(pre)))
+        hs = _hidden(x, weights, self.biases, self.relu)
+        hs.append(hs[-1] @ weights[-1].T + self.biases[-1])
         return hs
 
     def backward(self, hs: list[np.ndarray], weights: list[np.ndarray], g: np.ndarray) -> None:
         """Accumulate d/dtheta of sum(g * z) into the gradient buffers (pruned entries get 0)."""
-        for i in range(len(self.layers) - 1, -1, -1):
-            _, mask, _, grad_w, grad_b = self.layers[i]
-            grad_weight = g.T @ hs[i]
-            grad_w += grad_weight if mask is None else grad_weight * mask
-            grad_b += g.sum(0)
-            if i > 0:
-                h = hs[i]
-                g = (g @ weights[i]) * ((h > 0) if self.relu else (1.0 - h * h))
+        _backward(hs, weights, g, self.relu, self.grads)
 
 
 class NumpyGradients:
@@ -96,6 +141,7 @@ class NumpyGradients:
     """
 
     def __init__(self, policy: Policy, value: nn.Module | None = None) -> None:
+        self.policy = policy
         self.buffers: dict[torch.Tensor, np.ndarray] = {}
         self.actor = _NetView(policy.net, self.buffers)
         self.critic = None if value is None else _NetView(value.net, self.buffers)
@@ -162,27 +208,14 @@ class NumpyGradients:
         """Add d/dtheta of ``weight * mean_i D(pi(.|s_i), pi(.|s'_i))``; return mean D.
 
         The worst-case states s' are held fixed (the inner maximum's envelope) and both ends of
-        the divergence are differentiated, as autograd does for ``pruningrl.ppo.sa_regularizer``.
-        Gaussian (sigma held fixed): D = sum_j (z'_j - z_j)^2 / sigma_j^2, dD/dz' = -dD/dz =
-        2 (z' - z) / sigma^2. Categorical: D = KL(p || q), p = softmax z, q = softmax z',
-        dD/dz' = q - p and dD/dz = p * (v - D), v = log p - log q.
+        the divergence are differentiated (``divergence_gradients``), as autograd does for
+        ``pruningrl.ppo.sa_regularizer``.
         """
         scale = weight / states.shape[0]
         weights = self.actor.weights()
         clean = self.actor.forward(states, weights)
         worst = self.actor.forward(attacked, weights)
-        if self.gaussian:
-            inv_var = np.exp(-2.0 * self.log_std)
-            diff = worst[-1] - clean[-1]
-            grad_worst = 2.0 * diff * inv_var
-            divergence = (diff * diff * inv_var).sum(-1)
-            grad_clean = -grad_worst
-        else:
-            log_p = np.log(_softmax(clean[-1]))
-            log_q = np.log(_softmax(worst[-1]))
-            p, v = np.exp(log_p), log_p - log_q
-            divergence = (p * v).sum(-1)
-            grad_worst, grad_clean = np.exp(log_q) - p, p * (v - divergence[:, None])
+        divergence, grad_worst, grad_clean = divergence_gradients(self.policy, clean[-1], worst[-1])
         self.actor.backward(worst, weights, scale * grad_worst)
         self.actor.backward(clean, weights, scale * grad_clean)
         return float(divergence.mean())
@@ -259,11 +292,7 @@ class NumpyMLP:
 
     def hidden(self, s: np.ndarray) -> list[np.ndarray]:
         """[h_0 = s, h_1, ..., h_{L-1}]: the input and every hidden activation."""
-        hs = [s]
-        for w, b in zip(self.weights[:-1], self.biases[:-1], strict=True):
-            pre = hs[-1] @ w.T + b
-            hs.append(np.maximum(pre, 0.0) if self.relu else np.tanh(pre))
-        return hs
+        return _hidden(s, self.weights, self.biases, self.relu)
 
     def output(self, hs: list[np.ndarray]) -> np.ndarray:
         """z from the activations ``hidden`` returned."""
@@ -275,21 +304,4 @@ class NumpyMLP:
     def vjp(self, s: np.ndarray, v: np.ndarray, hs: list[np.ndarray] | None = None) -> np.ndarray:
         """Rows of J_z(s)^T v for states s (b, n) and vectors v (b, m); ``hs`` reuses
         ``hidden(s)`` when the caller already has it."""
-        hs = self.hidden(s) if hs is None else hs
-        g = v @ self.weights[-1]
-        for layer in range(len(self.weights) - 2, -1, -1):
-            h = hs[layer + 1]
-            g = g * ((h > 0) if self.relu else (1.0 - h * h))
-            g = g @ self.weights[layer]
-        return g
-
-
-def divergence_output_gradient(
-    policy: Policy, clean_out: np.ndarray, attacked_out: np.ndarray
-) -> np.ndarray:
-    """dD/d(attacked output) in numpy, for D of ``pruningrl.ppo.policy_divergence``:
-    2 (z' - z) / sigma^2 (Gaussian), softmax(z') - softmax(z) (categorical KL(p || q))."""
-    if isinstance(policy, GaussianPolicy):
-        inv_var = np.exp(-2.0 * policy.log_std.detach().numpy()).astype(attacked_out.dtype)
-        return 2.0 * (attacked_out - clean_out) * inv_var
-    return _softmax(attacked_out) - _softmax(clean_out)
+        return _backward(self.hidden(s) if hs is None else hs, self.weights, v, self.relu)

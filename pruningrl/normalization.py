@@ -49,6 +49,14 @@ class RunningMeanStd:
         self.count = float(state["count"])
 
 
+def normalize_observations(
+    obs: np.ndarray, mean: np.ndarray, var: np.ndarray, clip: float
+) -> np.ndarray:
+    """clip((s - mean) / sqrt(var + 1e-8), -clip, clip) in float64, returned as float32."""
+    scaled = (np.asarray(obs, dtype=np.float64) - mean) / np.sqrt(var + EPSILON)
+    return np.clip(scaled, -clip, clip).astype(np.float32)
+
+
 class ObservationNormalizer:
     """s -> clip((s - mean) / sqrt(var + 1e-8), -clip, clip), with optional running updates."""
 
@@ -70,8 +78,7 @@ class ObservationNormalizer:
             return obs.astype(np.float32)
         if update:
             self.rms.update(obs.reshape(-1, obs.shape[-1]))
-        scaled = (obs - self.rms.mean) / np.sqrt(self.rms.var + EPSILON)
-        return np.clip(scaled, -self.clip, self.clip).astype(np.float32)
+        return normalize_observations(obs, self.rms.mean, self.rms.var, self.clip)
 
 
 class RewardScaler:

@@ -41,10 +41,9 @@ import torch
 from torch import nn
 
 from pruningrl.agent import Agent, _atomic_write, _attach_masks, clone_policy, save_agent
-from pruningrl.balls import random_in_ball
-from pruningrl.bounds import parse_norm
+from pruningrl.balls import ascent_direction, project_to_ball, random_in_ball
 from pruningrl.envs import VectorEnv, check_env_id, env_spec
-from pruningrl.gradients import NumpyGradients, NumpyMLP, divergence_output_gradient
+from pruningrl.gradients import NumpyGradients, NumpyMLP, divergence_gradients
 from pruningrl.normalization import ObservationNormalizer, RewardScaler
 from pruningrl.policies import (
     CategoricalPolicy,
@@ -224,7 +223,6 @@ def worst_case_states(
     """
     if eps <= 0:
         return states
-    p = parse_norm(norm)
     # the loop runs in numpy on a snapshot of the network (pruningrl.gradients.NumpyMLP): ten
     # small steps per minibatch cost less there than torch's per-call overhead
     mlp = NumpyMLP(policy.net, np.float32)
@@ -237,18 +235,11 @@ def worst_case_states(
     step = 2.5 * eps / steps
     for k in range(steps):
         hs = mlp.hidden(s + delta)
-        grad = mlp.vjp(hs[0], divergence_output_gradient(policy, clean, mlp.output(hs)), hs)
-        if p == math.inf:
-            delta += step * np.sign(grad)
-        else:
-            delta += step * grad / np.maximum(np.linalg.norm(grad, axis=-1, keepdims=True), 1e-12)
+        _, grad_out, _ = divergence_gradients(policy, clean, mlp.output(hs))
+        delta += step * ascent_direction(mlp.vjp(hs[0], grad_out, hs), norm)
         if method == "sgld":
             delta += (math.sqrt(2 * step) * 1e-3 * eps) * noise[k]
-        if p == math.inf:
-            np.clip(delta, -eps, eps, out=delta)
-        else:
-            length = np.linalg.norm(delta, axis=-1, keepdims=True)
-            delta *= np.minimum(eps / np.maximum(length, 1e-30), 1.0)
+        delta = project_to_ball(delta, eps, norm)
     return states.detach() + torch.from_numpy(delta)
 
 
