@@ -1,4 +1,4 @@
-"""The command line: ``python -m pruningrl COMMAND ...`` (DESIGN section 3's contract).
+"""The command line: ``python -m pruningrl COMMAND ...``.
 
     agents    [--json]                               list the shipped agents
     train     --env ENV [--steps N] [--seed S] [--sa-reg K [--eps E]] --out PATH
@@ -7,6 +7,9 @@
     prune     --agent A --method random|magnitude|gradual|micro --sparsity X [--scope S]
               [--finetune-steps N] --out PATH
     certify   --agent A --eps E [--norm inf|2] [--method global|local] [--json]
+    sweep     GRID [--out DIR] [--jobs N] [--executor local|ray] [--address A] [--dry-run]
+              [--retry-failed] [--json]             a grid of pruned agents, resumable
+    results   DIR_OR_GRID [--json]                  a sweep's rows and sweet spots
 
 An agent is a shipped id ``ENV/VARIANT/seedK`` or a checkpoint path. With ``--json`` a command
 prints exactly one JSON object on stdout. Errors print one line on stderr and exit with status 2;
@@ -152,6 +155,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="visited states for --method local")
     certify.add_argument("--seed", type=int, default=0)
     certify.add_argument("--json", action="store_true")
+
+    sweep = sub.add_parser("sweep", help="run a grid of pruned agents (resumable)")
+    sweep.add_argument("grid", help="a shipped grid name (e.g. smoke) or a TOML file")
+    sweep.add_argument("--out", default=None, help="results folder (default runs/sweeps/NAME)")
+    sweep.add_argument("--jobs", type=_positive_int, default=None,
+                       help="jobs at once (default: the number of cores)")
+    sweep.add_argument("--executor", choices=("local", "ray"), default="local")
+    sweep.add_argument("--address", default=None, help="a Ray cluster's address (with ray)")
+    sweep.add_argument("--dry-run", action="store_true",
+                       help="list the jobs and an estimated cost; run nothing")
+    sweep.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
+    sweep.add_argument("--no-progress", action="store_true")
+    sweep.add_argument("--json", action="store_true")
+
+    results = sub.add_parser("results", help="a sweep's results table and sweet spots")
+    results.add_argument("source", metavar="DIR_OR_GRID",
+                         help="a results folder, or a grid name (shipped results first)")
+    results.add_argument("--json", action="store_true")
     return parser
 
 
@@ -277,51 +298,32 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from pruningrl.agent import save_agent
     from pruningrl.bounds import certified_tv
     from pruningrl.envs import task_eps
-    from pruningrl.ppo import PPOConfig, train
-    from pruningrl.pruning import layer_sparsity, one_shot_prune, schedule, sparsity
+    from pruningrl.finetune import check_prune_settings, prune_and_finetune
+    from pruningrl.pruning import layer_sparsity, sparsity
     from pruningrl.zoo import load
 
     out = Path(args.out)
     _check_out(out, args.force)
-    scheduled = args.method in ("gradual", "micro")
-    if scheduled and args.finetune_steps == 0:
-        raise UsageError(f"--method {args.method} prunes during fine-tuning: give --finetune-steps")
+    check_prune_settings(args.method, args.sparsity, args.scope, args.finetune_steps)
     agent = load(args.agent)
     eps = task_eps(agent.env_id) or 0.05
     tv_before = certified_tv(agent.policy, eps)
-    record = {"method": args.method, "scope": args.scope, "target_sparsity": args.sparsity,
-              "seed": args.seed, "finetune_steps": args.finetune_steps,
-              "parent": str(args.agent),
-              "parent_code_version": agent.metadata.get("code_version")}
     command = "python -m pruningrl " + shlex.join(sys.argv[1:]) if sys.argv else None
-    samples_per_s = None
-    if not scheduled:
-        one_shot_prune(agent.policy, args.method, args.sparsity, args.scope, args.seed)
-    if args.finetune_steps > 0:
-        settings = dict(agent.metadata.get("config") or {"env_id": agent.env_id})
-        settings.update(total_steps=args.finetune_steps, seed=args.seed, freeze_obs_norm=True)
-        config = PPOConfig.from_dict(settings).validate()
-        hooks = [schedule(args.method, args.sparsity, args.scope, args.rate)] if scheduled else []
-        if out.exists():
-            from pruningrl.ppo import train_state_path
-
-            train_state_path(out).unlink(missing_ok=True)
-        result = train(config, out, hooks=hooks, progress=not args.no_progress, command=command,
-                       init=agent, extra_metadata={"pruning": record})
-        if result.interrupted:
-            print(f"pruningrl: interrupted; {out} holds the last checkpoint", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        agent, samples_per_s = result.agent, round(result.samples_per_s, 1)
-    else:
-        agent.metadata = {**agent.metadata, "pruning": record, "command": command}
-        save_agent(agent, out)
-    payload = {"out": str(out), "env_id": agent.env_id, **record,
-               "sparsity": sparsity(agent.policy), "layer_sparsity": layer_sparsity(agent.policy),
+    result = prune_and_finetune(agent, args.method, args.sparsity, args.scope,
+                                args.finetune_steps, args.seed, args.rate, out,
+                                progress=not args.no_progress, command=command)
+    if result.interrupted:
+        print(f"pruningrl: interrupted; {out} holds the last checkpoint", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    pruned = result.agent
+    record = {**pruned.metadata["pruning"], "parent": str(args.agent)}
+    samples_per_s = None if result.samples_per_s is None else round(result.samples_per_s, 1)
+    payload = {"out": str(out), "env_id": pruned.env_id, **record,
+               "sparsity": sparsity(pruned.policy), "layer_sparsity": layer_sparsity(pruned.policy),
                "eps": eps, "certified_tv_before": tv_before,
-               "certified_tv": certified_tv(agent.policy, eps),
+               "certified_tv": certified_tv(pruned.policy, eps),
                "finetune_samples_per_s": samples_per_s}
     _emit(payload, args.json, [
         f"pruned {args.agent} by {args.method} ({args.scope}) to sparsity "
@@ -359,8 +361,76 @@ def cmd_certify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pruningrl.experiments import RecordStore, estimate, load_grid, plan, run_sweep
+    from pruningrl.experiments.executors import run_tasks
+    from pruningrl.experiments.results import SHIPPED_RESULTS
+
+    grid = load_grid(args.grid)
+    out = Path(args.out) if args.out else Path("runs") / "sweeps" / grid.name
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file; --out names a results folder")
+    if args.address is not None and args.executor != "ray":
+        raise UsageError("--address names a Ray cluster: use it with --executor ray")
+    if args.dry_run:
+        planned = plan(grid, RecordStore(out), args.retry_failed)
+        cost = estimate(planned, [RecordStore(out), *map(RecordStore, sorted(
+            p for p in SHIPPED_RESULTS.glob("*") if p.is_dir()))])
+        return _emit_plan(grid.name, out, planned, cost, args.json)
+    run_tasks([], args.executor, args.jobs, args.address)  # checks the executor's settings
+    summary = run_sweep(grid, out, args.executor, args.jobs, args.address, args.retry_failed,
+                        progress=not args.no_progress)
+    payload = summary.to_dict()
+    lines = [f"sweep {grid.name}: {summary.jobs_total} jobs, {summary.jobs_run} run, "
+             f"{summary.jobs_cached} cached, {summary.jobs_failed} failed, "
+             f"{summary.wall_time_s:.0f} s; records in {out}/records"]
+    lines += [f"  failed: {f['job']} [{f['id']}]: {f['error']}" for f in summary.failures]
+    _emit(payload, args.json, lines)
+    if summary.failures:
+        print(f"pruningrl: {len(summary.failures)} job(s) failed; fix the cause and re-run with "
+              "--retry-failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _emit_plan(name: str, out: Path, planned: list, cost: dict, as_json: bool) -> int:
+    jobs = [{"id": p.job.id, "status": p.status, "todo": [u.label for u in p.job.attacks
+                                                           if u in p.todo],
+             **{k: v for k, v in p.job.settings.items() if k != "agent_sha256"}}
+            for p in planned]
+    todo = sum(1 for p in planned if p.todo)
+    payload = {"grid": name, "out": str(out), "jobs_total": len(planned), "jobs_to_run": todo,
+               "jobs": jobs, **cost}
+    lines = [f"{'id':16s} {'status':8s} {'job':60s} attacks to run"]
+    for p, job in zip(planned, jobs, strict=True):
+        from pruningrl.experiments.sweep import _describe
+
+        lines.append(f"{p.job.id:16s} {p.status:8s} {_describe(p.job.settings):60s} "
+                     f"{','.join(job['todo']) or '-'}")
+    unknown = (f" (+ {cost['unknown_phases']} phases never measured for their task)"
+               if cost["unknown_phases"] else "")
+    lines.append(f"{todo} of {len(planned)} jobs to run; estimated {cost['estimated_s'] / 60:.1f} "
+                 f"core-minutes from measured per-phase costs{unknown}")
+    _emit(payload, as_json, lines)
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from pruningrl.experiments.results import format_rows, format_sweet_spots, load_results
+
+    loaded = load_results(args.source)
+    if args.json:
+        _emit(loaded, True, [])
+        return 0
+    lines = [f"results in {loaded['out']}: {len(loaded['rows'])} rows", *format_rows(
+        loaded["rows"]), "", "sweet spots:", *format_sweet_spots(loaded["sweet_spots"])]
+    _emit(loaded, False, lines)
+    return 0
+
+
 COMMANDS = {"agents": cmd_agents, "train": cmd_train, "evaluate": cmd_evaluate,
-            "prune": cmd_prune, "certify": cmd_certify}
+            "prune": cmd_prune, "certify": cmd_certify, "sweep": cmd_sweep,
+            "results": cmd_results}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 import numpy as np
 
-#: The attack radius per task on normalized observations (SA-PPO, ATLA; DESIGN section 4).
+#: The attack radius per task on normalized observations (SA-PPO, ATLA).
 TASK_EPS: dict[str, float] = {"Hopper": 0.075, "Walker2d": 0.05, "HalfCheetah": 0.15, "Ant": 0.15}
 
 

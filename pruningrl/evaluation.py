@@ -162,3 +162,27 @@ def visited_states(
     finally:
         env.close()
     return torch.cat(states)
+
+
+def evaluate_random_policy(env_id: str, episodes: int = 50, seed: int = 0) -> EvalResult:
+    """The uniformly random policy's returns: episode k resets with seed ``seed + k`` and draws
+    its actions from the action space seeded with the same number (R_rand of the book)."""
+    if episodes < 1:
+        raise ValueError(f"episodes must be positive, got {episodes}")
+    env = gym.make(check_env_id(env_id), disable_env_checker=True)
+    returns, lengths = [], []
+    try:
+        for k in range(episodes):
+            env.reset(seed=seed + k)
+            env.action_space.seed(seed + k)
+            total, steps, done = 0.0, 0, False
+            while not done:
+                _, reward, term, trunc, _ = env.step(env.action_space.sample())
+                total += float(reward)
+                steps += 1
+                done = term or trunc
+            returns.append(total)
+            lengths.append(steps)
+    finally:
+        env.close()
+    return EvalResult(env_id, returns, lengths, seed, deterministic=False)

@@ -19,7 +19,7 @@ r_t <- r_t + gamma V(s_final). D is ||Sigma^{-1/2}(mu(s') - mu(s))||^2 for a Gau
 one (Zhang et al. 2020). The inner maximum is found by PGD or SGLD on the normalized state, and
 eps grows linearly from 0 over the first ``sa_ramp`` of training, as in SA-PPO.
 
-The defaults are SA-PPO's MuJoCo settings (DESIGN section 4): 2048 samples per iteration,
+The defaults are SA-PPO's MuJoCo settings (Zhang et al. 2020): 2048 samples per iteration,
 10 epochs, 32 minibatches, clip 0.2, gamma 0.99, lambda 0.95, 64-64 tanh networks,
 observations and rewards normalized and clipped at 10.
 """

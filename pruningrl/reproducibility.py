@@ -44,3 +44,29 @@ def code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         return __version__
     return f"{__version__}+g{sha}{'.dirty' if dirty else ''}" if sha else __version__
+
+
+def provenance() -> dict:
+    """Where and with what a result was produced: code version, host, interpreter, libraries.
+
+    Every record the project writes (shipped agents, sweep jobs, benchmarks) carries this one
+    dictionary, so two records can always be compared on the same fields.
+    """
+    import datetime
+    import platform
+    from importlib import metadata
+
+    versions = {}
+    for package in ("torch", "numpy", "gymnasium", "mujoco"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "code_version": code_version(),
+        "host": platform.node(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }

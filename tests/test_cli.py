@@ -1,4 +1,4 @@
-"""The command line and agent checkpoints: the DESIGN contract, bad input, safe loading."""
+"""The command line and agent checkpoints: the command-line contract, bad input, safe loading."""
 
 import json
 import subprocess

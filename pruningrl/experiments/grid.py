@@ -1,0 +1,236 @@
+"""Grids: a TOML file naming shipped agents x methods x scopes x sparsities x attacks.
+
+A grid expands into jobs (``pruningrl.experiments.jobs``). The top-level keys apply to the whole
+grid; optional ``[[part]]`` tables override any of them, and the grid is then the union of the
+parts' products (so one file can give MuJoCo tasks two variants and CartPole one)::
+
+    envs = ["CartPole-v1"]            # tasks with shipped agents
+    variants = ["ppo"]                # shipped variants
+    seeds = [0, 1, 2]                 # shipped seeds
+    methods = ["magnitude", "micro"]  # random, magnitude, gradual, micro
+    scope = "global"                  # "layer", or ["global", "layer"] for both
+    sparsities = [0.0, 0.3, 0.6]      # target fractions of zeroed weight-matrix entries
+    finetune_steps = 50000            # PPO steps after (one-shot) or during (schedules) pruning
+    attacks = ["none", "random", "critic", "mad", "rs"]
+    eps = 0.1                         # optional; default: the task's eps (MuJoCo)
+    episodes = 50
+    [budgets]                         # optional per-attack budgets
+    rs = 100000
+
+Further known keys: ``description``, ``norm`` ("inf" or "2"), ``rate`` (micro-pruning's
+per-update fraction, 0.02), ``local_states`` (visited states for the local certificate, 1000),
+``attack_seed`` (0). Any other key is refused, as is an unknown env, variant, seed, method or
+attack, a sparsity outside [0, 1), a negative eps and an empty grid: ``load_grid`` raises a
+one-line ``ValueError`` before anything is run or written.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+GRIDS_DIR = Path(__file__).resolve().parent.parent / "grids"
+
+#: key -> (default, required). A part may override every key but ``description``.
+KEYS: dict[str, tuple[object, bool]] = {
+    "description": ("", False),
+    "envs": (None, True),
+    "variants": (["ppo"], False),
+    "seeds": ([0, 1, 2], False),
+    "methods": (None, True),
+    "scope": ("global", False),
+    "sparsities": (None, True),
+    "finetune_steps": (50_000, False),
+    "attacks": (["none"], False),
+    "eps": (None, False),
+    "norm": ("inf", False),
+    "episodes": (50, False),
+    "budgets": ({}, False),
+    "rate": (0.02, False),
+    "local_states": (1000, False),
+    "attack_seed": (0, False),
+}
+
+
+@dataclass(frozen=True)
+class GridPart:
+    """One product of the grid, every key resolved."""
+
+    envs: tuple[str, ...]
+    variants: tuple[str, ...]
+    seeds: tuple[int, ...]
+    methods: tuple[str, ...]
+    scopes: tuple[str, ...]
+    sparsities: tuple[float, ...]
+    finetune_steps: int
+    attacks: tuple[str, ...]
+    eps: float | None
+    norm: str
+    episodes: int
+    budgets: dict = field(hash=False)
+    rate: float
+    local_states: int
+    attack_seed: int
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A named grid: its parts and where it came from."""
+
+    name: str
+    path: Path
+    description: str
+    parts: tuple[GridPart, ...]
+
+
+def grid_path(name_or_path: str) -> Path:
+    """A shipped grid's file (``smoke`` -> ``pruningrl/grids/smoke.toml``) or a TOML path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.is_file():
+        if not candidate.is_file():
+            raise ValueError(f"no grid file {candidate}")
+        return candidate
+    shipped = GRIDS_DIR / f"{name_or_path}.toml"
+    if not shipped.is_file():
+        known = ", ".join(shipped_grids()) or "none"
+        raise ValueError(f"no grid {name_or_path!r}: not a .toml file, nor a shipped grid "
+                         f"(shipped: {known})")
+    return shipped
+
+
+def shipped_grids() -> list[str]:
+    """The names of the grids that ship with the library."""
+    return sorted(p.stem for p in GRIDS_DIR.glob("*.toml"))
+
+
+def load_grid(name_or_path: str) -> Grid:
+    """Read and check a grid; a one-line ``ValueError`` names the first problem."""
+    path = grid_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid TOML ({str(error).splitlines()[0]})") from None
+    raw_parts = data.pop("part", [{}])
+    if not isinstance(raw_parts, list) or not all(isinstance(p, dict) for p in raw_parts):
+        raise ValueError(f"{path}: 'part' must be an array of tables ([[part]])")
+    _check_keys(data, f"{path}")
+    parts = []
+    for index, raw in enumerate(raw_parts):
+        where = f"{path}, part {index + 1}" if len(raw_parts) > 1 else f"{path}"
+        _check_keys(raw, where)
+        if "description" in raw:
+            raise ValueError(f"{where}: 'description' belongs at the top of the grid")
+        parts.append(_part({**data, **raw}, where))
+    return Grid(path.stem, path, str(data.get("description", "")), tuple(parts))
+
+
+def _check_keys(data: dict, where: str) -> None:
+    unknown = sorted(set(data) - set(KEYS))
+    if unknown:
+        raise ValueError(f"{where}: unknown grid key {unknown[0]!r} "
+                         f"(known: {', '.join(KEYS)}, and [[part]] tables)")
+
+
+def _list(data: dict, key: str, kind: type, where: str) -> tuple:
+    value = data.get(key, KEYS[key][0])
+    if value is None:
+        raise ValueError(f"{where}: the grid needs {key!r}")
+    if isinstance(value, kind) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{where}: {key!r} must be a non-empty list")
+    for item in value:
+        if kind is float and isinstance(item, int) and not isinstance(item, bool):
+            continue
+        if not isinstance(item, kind) or isinstance(item, bool):
+            raise ValueError(f"{where}: {key!r} holds {item!r}, not a {kind.__name__}")
+    return tuple(float(v) for v in value) if kind is float else tuple(value)
+
+
+def _number(data: dict, key: str, kind: type, where: str, minimum: float) -> float | int:
+    value = data.get(key, KEYS[key][0])
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+            kind is int and not isinstance(value, int)):
+        raise ValueError(f"{where}: {key!r} must be a {kind.__name__}, got {value!r}")
+    if not math.isfinite(value) or value < minimum:
+        raise ValueError(f"{where}: {key!r} must be >= {minimum}, got {value!r}")
+    return kind(value)
+
+
+def _part(data: dict, where: str) -> GridPart:
+    from pruningrl.attack_suite import ATTACKS, LEARNED
+    from pruningrl.pruning import METHODS, SCOPES
+
+    envs = _list(data, "envs", str, where)
+    variants = _list(data, "variants", str, where)
+    seeds = _list(data, "seeds", int, where)
+    methods = _list(data, "methods", str, where)
+    scopes = _list(data, "scope", str, where)
+    sparsities = _list(data, "sparsities", float, where)
+    attacks = _list(data, "attacks", str, where)
+    for key, values, known in (("method", methods, METHODS), ("scope", scopes, SCOPES),
+                               ("attack", attacks, ATTACKS)):
+        bad = [v for v in values if v not in known]
+        if bad:
+            raise ValueError(f"{where}: unknown {key} {bad[0]!r}; choose from {', '.join(known)}")
+    bad = [s for s in sparsities if not 0.0 <= s < 1.0]
+    if bad:
+        raise ValueError(f"{where}: sparsity {bad[0]} lies outside [0, 1)")
+    if "none" not in attacks:  # the clean return is part of every point
+        attacks = ("none", *attacks)
+    eps = data.get("eps")
+    if eps is not None:
+        eps = float(_number(data, "eps", float, where, 0.0))
+    norm = str(data.get("norm", "inf"))
+    if norm not in ("inf", "2"):
+        raise ValueError(f"{where}: norm must be 'inf' or '2', got {norm!r}")
+    budgets = data.get("budgets", {})
+    if not isinstance(budgets, dict):
+        raise ValueError(f"{where}: [budgets] must be a table of attack = positive integer")
+    for name, budget in budgets.items():
+        if name not in LEARNED:
+            raise ValueError(f"{where}: a budget for {name!r}, which learns nothing "
+                             f"(learned attacks: {', '.join(LEARNED)})")
+        if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
+            raise ValueError(f"{where}: the budget of {name!r} must be a positive integer")
+    part = GridPart(
+        envs, variants, seeds, methods, scopes, sparsities,
+        int(_number(data, "finetune_steps", int, where, 0)), attacks, eps, norm,
+        int(_number(data, "episodes", int, where, 1)), dict(budgets),
+        float(_number(data, "rate", float, where, 0.0)),
+        int(_number(data, "local_states", int, where, 1)),
+        int(_number(data, "attack_seed", int, where, 0)))
+    if not 0.0 < part.rate < 1.0:
+        raise ValueError(f"{where}: rate must lie in (0, 1), got {part.rate}")
+    if part.finetune_steps == 0 and any(m in ("gradual", "micro") for m in methods) and any(
+            s > 0 for s in sparsities):
+        raise ValueError(f"{where}: gradual and micro prune during fine-tuning: "
+                         "finetune_steps must be positive")
+    _check_agents(part, where)
+    return part
+
+
+def _check_agents(part: GridPart, where: str) -> None:
+    from pruningrl.envs import check_env_id, task_eps
+    from pruningrl.zoo import agent_path
+
+    for env in part.envs:
+        try:
+            check_env_id(env)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+        if part.eps is None and task_eps(env) is None:
+            raise ValueError(f"{where}: {env} has no literature eps; give eps in the grid")
+        for variant in part.variants:
+            for seed in part.seeds:
+                agent_id = f"{env}/{variant}/seed{seed}"
+                if seed < 0 or not agent_path(agent_id).is_file():
+                    raise ValueError(f"{where}: no shipped agent {agent_id} "
+                                     "(`python -m pruningrl agents` lists them)")

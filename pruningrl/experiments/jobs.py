@@ -1,0 +1,297 @@
+"""Jobs: one pruned agent, evaluated clean and under attack, with its certificates.
+
+A job's config names a shipped base agent (and the sha256 of its file, so a retrained agent
+makes new jobs), the pruning method and scope, the target sparsity, the fine-tuning budget and
+the evaluation settings. Its id is a hash of that config. Attacks are the job's *units*: a job
+first run with the cheap attacks can later be given RS or a learned adversary, and only the new
+units run (on the job's saved checkpoint, or on a bit-identical re-fine-tuned agent).
+
+Target sparsity 0 is the dense control and does not depend on the method: every method of a
+grid shares it. A second kind of job, ``random_policy``, measures the uniformly random policy's
+return on a task (R_rand of the normalized return), with the same episode seeds.
+
+Everything a job computes is seeded: fine-tuning by the base agent's seed, evaluation episode k
+by reset seed k, attacks by the grid's ``attack_seed``. So a job re-run from its config gives the
+same numbers, in any process, under any executor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pruningrl.experiments.grid import Grid, GridPart
+
+#: learned attacks whose adversary is itself a policy (trained with PPO): run at a few points,
+#: reported beside the score on MuJoCo tasks, not inside it
+POLICY_ADVERSARIES = ("optimal", "paad")
+#: the certified radius is the largest eps whose global certified TV stays <= this
+RADIUS_TV = 0.5
+
+
+@dataclass(frozen=True)
+class AttackUnit:
+    """One attack of a job: its name, budget (learned attacks) and seed."""
+
+    name: str
+    budget: int | None = None
+    seed: int = 0
+
+    @property
+    def label(self) -> str:
+        """The key of its result in the record: ``rs``, ``rs:n=200000``, ``optimal:s=1``."""
+        return (self.name + ("" if self.budget is None else f":n={self.budget}")
+                + ("" if self.seed == 0 else f":s={self.seed}"))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "budget": self.budget, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class Job:
+    """A job's config (hashed into its id) and the attacks the grid asks of it."""
+
+    config: tuple[tuple[str, object], ...]
+    attacks: tuple[AttackUnit, ...]
+
+    @property
+    def settings(self) -> dict:
+        return dict(self.config)
+
+    @property
+    def id(self) -> str:
+        return config_id(self.settings)
+
+
+def config_id(config: dict) -> str:
+    """sha256 of the canonical JSON of ``config``, 16 hex digits."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def expand(grid: Grid) -> list[Job]:
+    """Every job of the grid, each once, in a stable order (random-policy references first)."""
+    from pruningrl.envs import task_eps
+    from pruningrl.zoo import agent_path
+
+    jobs: dict[str, Job] = {}
+
+    def add(config: dict, attacks: tuple[AttackUnit, ...]) -> None:
+        job = Job(tuple(sorted(config.items())), attacks)
+        if job.id in jobs:  # a shared dense control: the union of the attacks asked of it
+            merged = jobs[job.id].attacks + tuple(
+                a for a in attacks if a not in jobs[job.id].attacks)
+            job = Job(job.config, merged)
+        jobs[job.id] = job
+
+    for part in grid.parts:
+        units = _attack_units(part)
+        for env in part.envs:
+            add({"kind": "random_policy", "env_id": env, "episodes": part.episodes},
+                (AttackUnit("none"),))
+        for env in part.envs:
+            eps = part.eps if part.eps is not None else task_eps(env)
+            for variant in part.variants:
+                for seed in part.seeds:
+                    agent_id = f"{env}/{variant}/seed{seed}"
+                    base = {"kind": "prune", "agent": agent_id, "env_id": env,
+                            "variant": variant, "seed": seed,
+                            "agent_sha256": file_sha256(agent_path(agent_id)),
+                            "finetune_steps": part.finetune_steps, "eps": eps,
+                            "norm": part.norm, "episodes": part.episodes,
+                            "local_states": part.local_states}
+                    for method in part.methods:
+                        for scope in part.scopes:
+                            for target in part.sparsities:
+                                add({**base, **_pruning(method, scope, target, part)}, units)
+    return list(jobs.values())
+
+
+def _pruning(method: str, scope: str, target: float, part: GridPart) -> dict:
+    if target == 0.0:
+        return {"method": "dense", "scope": None, "target_sparsity": 0.0}
+    out = {"method": method, "scope": scope, "target_sparsity": target}
+    if method == "micro":
+        out["rate"] = part.rate
+    return out
+
+
+def _attack_units(part: GridPart) -> tuple[AttackUnit, ...]:
+    return tuple(AttackUnit(name, part.budgets.get(name), part.attack_seed if name != "none"
+                            else 0) for name in part.attacks)
+
+
+# --------------------------------------------------------------------------------- running
+
+
+def run_job(config: dict, attacks: list[dict], checkpoint: bytes | None = None,
+            cache_dir: str | None = None) -> dict:
+    """Run a job's missing attack units; returns its result, phase times and checkpoint bytes.
+
+    ``config``: the job's settings; ``attacks``: ``AttackUnit.to_dict()`` of the units to run;
+    ``checkpoint``: the job's saved agent (skips pruning and fine-tuning); ``cache_dir``: where
+    learned attackers of a pruned agent are cached (None: a temporary folder, dropped after).
+    Plain values in and out, so a Ray worker without the sweep's disk can run it.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    units = [AttackUnit(**a) for a in attacks]
+    if config["kind"] == "random_policy":
+        return _run_random_policy(config)
+    with tempfile.TemporaryDirectory(prefix="pruningrl-job-") as tmp:
+        folder = Path(cache_dir) if cache_dir is not None else Path(tmp)
+        return _run_prune(config, units, checkpoint, folder)
+
+
+def _run_random_policy(config: dict) -> dict:
+    from pruningrl.evaluation import evaluate_random_policy
+
+    start = time.perf_counter()
+    result = evaluate_random_policy(config["env_id"], config["episodes"], seed=0)
+    evaluation = {"returns": result.returns, "lengths": result.lengths,
+                  "mean_return": result.mean_return, "std_return": result.std_return}
+    return {"result": {"attacks": {"none": evaluation}},
+            "phases": {"evaluate:none": round(time.perf_counter() - start, 3)},
+            "checkpoint": None}
+
+
+def _run_prune(config: dict, units: list[AttackUnit], checkpoint: bytes | None,
+               folder: Path) -> dict:
+    from pruningrl.agent import load_agent
+    from pruningrl.zoo import load, resolve
+
+    phases: dict[str, float] = {}
+    result: dict = {}
+    base_path = resolve(config["agent"])
+    path = folder / f"{config_id(config)}.safetensors"
+    if checkpoint is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(checkpoint)
+        agent = load_agent(path)
+    else:
+        base = load(config["agent"])
+        if file_sha256(base_path) != config["agent_sha256"]:
+            raise ValueError(f"the shipped agent {config['agent']} changed since this job was "
+                             "planned; re-expand the grid")
+        agent = _make_agent(config, base, path, phases)
+        if config["target_sparsity"] == 0.0:  # the control also keeps the untouched return
+            result["base_clean"] = _evaluate(base, config, AttackUnit("none"), base_path,
+                                             phases, "base")
+        result.update(_certificates(agent, config, phases))
+    victim = base_path if config["finetune_steps"] == 0 and config["target_sparsity"] == 0 \
+        else path
+    result["attacks"] = {u.label: _evaluate(agent, config, u, victim, phases) for u in units}
+    return {"result": result, "phases": phases,
+            "checkpoint": path.read_bytes() if path.is_file() else None}
+
+
+def _make_agent(config: dict, base, path: Path, phases: dict):
+    from pruningrl.agent import save_agent
+    from pruningrl.finetune import prune_and_finetune
+
+    start = time.perf_counter()
+    method = "magnitude" if config["method"] == "dense" else config["method"]
+    made = prune_and_finetune(base, method, config["target_sparsity"], config["scope"] or "global",
+                              config["finetune_steps"], config["seed"], config.get("rate", 0.02))
+    if made.interrupted:
+        raise KeyboardInterrupt
+    made.agent.metadata = {**made.agent.metadata, "job": config}
+    save_agent(made.agent, path)
+    phases["finetune"] = round(time.perf_counter() - start, 3)
+    return made.agent
+
+
+def _evaluate(agent, config: dict, unit: AttackUnit, victim: Path, phases: dict,
+              prefix: str = "evaluate") -> dict:
+    from pruningrl.attack_suite import AttackBudget, make_attack
+    from pruningrl.evaluation import evaluate
+
+    attack, info = None, None
+    if unit.name != "none":
+        start = time.perf_counter()
+        budget = AttackBudget()
+        if unit.budget is not None:
+            field = "sarsa_samples" if unit.name in ("rs", "rs+mad") else "adversary_steps"
+            budget = AttackBudget(**{field: unit.budget})
+        attack = make_attack(unit.name, agent, config["eps"], config["norm"], seed=unit.seed,
+                             victim_path=victim, budget=budget)
+        info = attack.info
+        if unit.name in ("rs", "rs+mad", "optimal", "paad"):
+            phases[f"attacker:{unit.label}"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
+    result = evaluate(agent, episodes=config["episodes"], seed=0, attack=attack)
+    phases[f"{prefix}:{unit.label}"] = round(time.perf_counter() - start, 3)
+    out = {"returns": result.returns, "lengths": result.lengths,
+           "mean_return": result.mean_return, "std_return": result.std_return}
+    if info:
+        out["attacker"] = _portable(info)
+    return out
+
+
+def _portable(info: dict) -> dict:
+    """An attacker's report without machine-specific paths and timings (kept in phases)."""
+    drop = {"adversary", "training_wall_time_s", "samples_per_s", "wall_time_s"}
+    out = {}
+    for key, value in info.items():
+        if key in drop:
+            continue
+        out[key] = _portable(value) if isinstance(value, dict) else value
+    return out
+
+
+def _certificates(agent, config: dict, phases: dict) -> dict:
+    from pruningrl.bounds import certified_tv, lipschitz_abs_product, lipschitz_spectral_product
+    from pruningrl.evaluation import visited_states
+    from pruningrl.pruning import layer_sparsity, sparsity
+
+    start = time.perf_counter()
+    policy, eps, norm = agent.policy, config["eps"], config["norm"]
+    states = visited_states(agent, config["local_states"], seed=0)
+    local = certified_tv(policy, eps, norm, "local", states)
+    lipschitz = lipschitz_abs_product(policy, norm)
+    out = {
+        "discrete": agent.discrete,
+        "sparsity": sparsity(policy),
+        "layer_sparsity": layer_sparsity(policy),
+        "constant_policy": lipschitz == 0.0,
+        "certified_tv": certified_tv(policy, eps, norm),
+        "lipschitz": lipschitz,
+        "spectral_product": lipschitz_spectral_product(policy, norm),
+        "local_tv": float(local.mean()),
+        "local_tv_max": float(local.max()),
+        "local_states": int(states.shape[0]),
+        "certified_radius": certified_radius(policy, norm),
+    }
+    phases["certify"] = round(time.perf_counter() - start, 3)
+    return out
+
+
+def certified_radius(policy, norm: str = "inf", tv: float = RADIUS_TV) -> float | None:
+    """The largest eps whose global certified TV is <= ``tv`` (bisection; None: every eps).
+
+    The global certificate is nondecreasing in eps, so bisection finds the threshold; under
+    pruning the abs-product bound cannot grow, so the radius cannot shrink.
+    """
+    from pruningrl.bounds import certified_tv
+
+    if certified_tv(policy, 1e6, norm) <= tv:
+        return None  # a constant (dead) policy: no eps moves it
+    low, high = 0.0, 1.0
+    while certified_tv(policy, high, norm) <= tv:
+        low, high = high, high * 2
+    for _ in range(60):
+        mid = 0.5 * (low + high)
+        if certified_tv(policy, mid, norm) <= tv:
+            low = mid
+        else:
+            high = mid
+    return low

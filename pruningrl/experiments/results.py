@@ -1,0 +1,218 @@
+"""A sweep's records as a table, and the sweet spots they show.
+
+Definitions, for one base agent (task, variant, seed) and one pruning method and scope; returns
+are means over the evaluation episodes:
+
+* R_rand: the uniformly random policy's return on the task (the ``random_policy`` job);
+  R_0: the clean return of the sparsity-0 control (the dense agent, fine-tuned the same way).
+* normalized return n(R) = (R - R_rand) / (R_0 - R_rand): 1 is the dense control, 0 random.
+* clean score c(s) = n(R_clean(s)); attacked score a(s) = min over the score's attacks of
+  n(R_attack(s)). The score's attacks are every attack of the grid except "none", and, on
+  continuous-action tasks, except the learned policy adversaries (optimal, PA-AD), which run at
+  a few points only and are reported beside the score.
+* score(s) = (c(s) + a(s)) / 2.
+* sweet spot s* = the sparsity with the highest median-over-seeds score; its gain is
+  score(s*) - score(0) per seed. The verdict is "sweet spot" when s* > 0 and the gain is positive
+  for every seed (its whole seed range lies above zero), else "none here".
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from pruningrl.experiments.jobs import POLICY_ADVERSARIES
+from pruningrl.experiments.store import RecordStore
+
+SHIPPED_RESULTS = Path(__file__).resolve().parent.parent / "results" / "sweeps"
+
+
+def results_dir(name_or_dir: str) -> Path:
+    """The folder of a sweep: a folder path, a shipped grid's shipped results, or runs/sweeps."""
+    candidate = Path(name_or_dir)
+    if candidate.is_dir():
+        return candidate
+    name = candidate.stem if candidate.suffix == ".toml" else name_or_dir
+    for folder in (SHIPPED_RESULTS / name, Path("runs") / "sweeps" / name):
+        if (folder / "records").is_dir():
+            return folder
+    raise ValueError(f"no sweep results for {name_or_dir!r}: not a folder, and neither "
+                     f"{SHIPPED_RESULTS / name} nor runs/sweeps/{name} holds records")
+
+
+def rows(records: list[dict]) -> list[dict]:
+    """One row per (done prune job, attack), sorted by task, variant, method, sparsity, seed."""
+    out = []
+    for record in records:
+        config = record["config"]
+        if record["status"] != "done" or config["kind"] != "prune":
+            continue
+        result = record["result"]
+        for label, entry in result["attacks"].items():
+            name = label.split(":")[0]
+            attacker = entry.get("attacker") or {}
+            out.append({
+                "job_id": record["id"], "env_id": config["env_id"],
+                "variant": config["variant"], "seed": config["seed"],
+                "method": config["method"], "scope": config["scope"],
+                "target_sparsity": config["target_sparsity"], "sparsity": result["sparsity"],
+                "layer_sparsity": result["layer_sparsity"],
+                "finetune_steps": config["finetune_steps"], "attack": name,
+                "attack_label": label, "attack_budget": attacker.get("budget"),
+                "eps": None if name == "none" else config["eps"], "norm": config["norm"],
+                "mean_return": float(np.mean(entry["returns"])),
+                "std_return": float(np.std(entry["returns"])),
+                "episodes": len(entry["returns"]),
+                "certified_tv": result["certified_tv"], "certified_eps": config["eps"],
+                "certified_radius": result["certified_radius"], "local_tv": result["local_tv"],
+                "lipschitz": result["lipschitz"], "constant_policy": result["constant_policy"],
+                "discrete": result["discrete"],
+                "base_clean_return": (float(np.mean(result["base_clean"]["returns"]))
+                                      if "base_clean" in result and name == "none" else None),
+            })
+    out.sort(key=lambda r: (r["env_id"], r["variant"], r["method"], r["scope"] or "",
+                            r["target_sparsity"], r["seed"], r["attack_label"]))
+    return out
+
+
+def random_returns(records: list[dict]) -> dict[tuple[str, int], float]:
+    """R_rand per (task, episodes), from the random-policy jobs."""
+    out = {}
+    for record in records:
+        config = record["config"]
+        if record["status"] == "done" and config["kind"] == "random_policy":
+            returns = record["result"]["attacks"]["none"]["returns"]
+            out[(config["env_id"], config["episodes"])] = float(np.mean(returns))
+    return out
+
+
+def score_attacks(series_rows: list[dict]) -> list[str]:
+    """The attacks inside the score for a series: present at every point, per the definition."""
+    points = defaultdict(set)
+    for r in series_rows:
+        points[(r["target_sparsity"], r["seed"])].add(r["attack"])
+    common = set.intersection(*points.values()) if points else set()
+    discrete = all(r["discrete"] for r in series_rows)
+    return sorted(a for a in common if a != "none" and (discrete or a not in POLICY_ADVERSARIES))
+
+
+def sweet_spots(records: list[dict]) -> list[dict]:
+    """One entry per (task, variant, method, scope, fine-tuning budget, eps): the sweet spot."""
+    table = rows(records)
+    r_rand = random_returns(records)
+    controls = [r for r in table if r["method"] == "dense"]
+    series: dict[tuple, list[dict]] = defaultdict(list)
+    for r in table:
+        if r["method"] != "dense":
+            key = (r["env_id"], r["variant"], r["method"], r["scope"], r["finetune_steps"],
+                   r["certified_eps"], r["norm"], r["episodes"])
+            series[key].append(r)
+    out = []
+    for key, members in sorted(series.items(), key=lambda kv: str(kv[0])):
+        env, variant, method, scope, steps, eps, norm, episodes = key
+        dense = [r for r in controls if (r["env_id"], r["variant"], r["finetune_steps"],
+                                         r["certified_eps"], r["norm"], r["episodes"])
+                 == (env, variant, steps, eps, norm, episodes)]
+        entry = {"env_id": env, "variant": variant, "method": method, "scope": scope,
+                 "finetune_steps": steps, "eps": eps, "episodes": episodes}
+        entry.update(_sweet_spot(members + dense, r_rand.get((env, episodes))))
+        out.append(entry)
+    return out
+
+
+def _sweet_spot(members: list[dict], random_return: float | None) -> dict:
+    if random_return is None:
+        return {"verdict": "incomplete", "reason": "no random-policy return for this task"}
+    attacks = score_attacks(members)
+    if not attacks:
+        return {"verdict": "incomplete", "reason": "no attack measured at every point"}
+    clean = {(r["target_sparsity"], r["seed"]): r["mean_return"] for r in members
+             if r["attack"] == "none"}
+    worst: dict[tuple, float] = {}
+    for r in members:
+        if r["attack"] in attacks:
+            point = (r["target_sparsity"], r["seed"])
+            worst[point] = min(worst.get(point, np.inf), r["mean_return"])
+    seeds = sorted({seed for _, seed in clean})
+    if any((0.0, seed) not in clean for seed in seeds):
+        return {"verdict": "incomplete", "reason": "the sparsity-0 control is missing"}
+    if any(clean[(0.0, seed)] <= random_return for seed in seeds):
+        return {"verdict": "incomplete",
+                "reason": "a dense control is no better than the random policy"}
+    sparsities = sorted({s for s, _ in clean if all((s, seed) in worst for seed in seeds)})
+    score, clean_n, attacked_n = {}, {}, {}
+    for seed in seeds:
+        r0 = clean[(0.0, seed)]
+        scale = r0 - random_return
+        for s in sparsities:
+            c = (clean[(s, seed)] - random_return) / scale
+            a = (worst[(s, seed)] - random_return) / scale
+            clean_n[(s, seed)], attacked_n[(s, seed)] = c, a
+            score[(s, seed)] = (c + a) / 2
+    medians = {s: float(np.median([score[(s, seed)] for seed in seeds])) for s in sparsities}
+    best = max(sparsities, key=lambda s: (medians[s], -s))
+    gains = [score[(best, seed)] - score[(0.0, seed)] for seed in seeds]
+    verdict = "sweet spot" if best > 0 and min(gains) > 0 else "none here"
+    radius = {s: _median_of(members, s, "certified_radius") for s in sparsities}
+    return {
+        "verdict": verdict, "sweet_spot": best, "seeds": seeds, "score_attacks": attacks,
+        "random_return": random_return,
+        "gain_median": float(np.median(gains)), "gain_min": min(gains), "gain_max": max(gains),
+        "sparsities": sparsities,
+        "median_score": [medians[s] for s in sparsities],
+        "median_clean": [float(np.median([clean_n[(s, x)] for x in seeds])) for s in sparsities],
+        "median_attacked": [float(np.median([attacked_n[(s, x)] for x in seeds]))
+                            for s in sparsities],
+        "median_certified_radius": [radius[s] for s in sparsities],
+    }
+
+
+def _median_of(members: list[dict], sparsity: float, field: str) -> float | None:
+    values = [r[field] for r in members if r["target_sparsity"] == sparsity
+              and r["attack"] == "none" and r[field] is not None]
+    return float(np.median(values)) if values else None
+
+
+def load_results(name_or_dir: str) -> dict:
+    """``{"rows": [...], "sweet_spots": [...], "random_returns": {...}, "out": ...}``."""
+    folder = results_dir(name_or_dir)
+    records = RecordStore(folder).records()
+    return {"out": str(folder), "rows": rows(records), "sweet_spots": sweet_spots(records),
+            "random_returns": {f"{env} ({n} episodes)": v
+                               for (env, n), v in random_returns(records).items()}}
+
+
+def format_rows(table: list[dict]) -> list[str]:
+    """The human form: an aligned table, one line per (job, attack)."""
+    head = (f"{'task':15s} {'variant':7s} {'seed':>4s} {'method':9s} {'scope':6s} "
+            f"{'sparsity':>8s} {'attack':14s} {'return':>9s} {'std':>8s} {'cert TV':>8s} "
+            f"{'radius':>8s} {'local TV':>8s}")
+    lines = [head, "-" * len(head)]
+    for r in table:
+        radius = "inf" if r["certified_radius"] is None else f"{r['certified_radius']:.4f}"
+        lines.append(
+            f"{r['env_id']:15s} {r['variant']:7s} {r['seed']:>4d} {r['method']:9s} "
+            f"{(r['scope'] or '-'):6s} {r['sparsity']:8.3f} {r['attack_label']:14s} "
+            f"{r['mean_return']:9.1f} {r['std_return']:8.1f} {r['certified_tv']:8.4f} "
+            f"{radius:>8s} {r['local_tv']:8.4f}")
+    return lines
+
+
+def format_sweet_spots(entries: list[dict]) -> list[str]:
+    head = (f"{'task':15s} {'variant':7s} {'method':9s} {'scope':6s} {'s*':>5s} "
+            f"{'gain median [min, max]':>26s}  verdict")
+    lines = [head, "-" * len(head)]
+    for e in entries:
+        if e["verdict"] == "incomplete":
+            lines.append(f"{e['env_id']:15s} {e['variant']:7s} {e['method']:9s} "
+                         f"{(e['scope'] or '-'):6s} {'-':>5s} {'-':>26s}  incomplete: "
+                         f"{e['reason']}")
+            continue
+        gain = f"{e['gain_median']:+.3f} [{e['gain_min']:+.3f}, {e['gain_max']:+.3f}]"
+        lines.append(f"{e['env_id']:15s} {e['variant']:7s} {e['method']:9s} "
+                     f"{(e['scope'] or '-'):6s} {e['sweet_spot']:5.2f} {gain:>26s}  "
+                     f"{e['verdict']} (seeds {','.join(map(str, e['seeds']))}; "
+                     f"attacks {', '.join(e['score_attacks'])})")
+    return lines

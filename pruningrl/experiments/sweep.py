@@ -1,0 +1,214 @@
+"""The sweep driver: plan a grid's missing work, run it on an executor, write the records.
+
+A job is *cached* when its record is done and holds every attack the grid asks of it; it is
+*run* otherwise (new, failed with ``retry_failed``, or missing some attacks). A failed job keeps
+its record (status "failed", the one-line error) and the sweep goes on; the summary lists the
+failures. Jobs run whole: a job killed halfway leaves no record and runs again from its
+beginning next time, so an interrupted sweep ends with the numbers of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pruningrl.experiments.executors import run_tasks
+from pruningrl.experiments.grid import Grid
+from pruningrl.experiments.jobs import AttackUnit, Job, expand, run_job
+from pruningrl.experiments.store import RecordStore
+from pruningrl.reproducibility import provenance
+
+JobFunction = Callable[[dict, list, bytes | None, str | None], dict]
+
+
+@dataclass
+class PlannedJob:
+    """A job and the attack units it still needs ([] when cached)."""
+
+    job: Job
+    todo: list[AttackUnit]
+    status: str  # "new", "cached", "partial", "failed"
+
+
+@dataclass
+class SweepSummary:
+    grid: str
+    out: str
+    jobs_total: int
+    jobs_run: int = 0
+    jobs_cached: int = 0
+    jobs_failed: int = 0
+    wall_time_s: float = 0.0
+    failures: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan(grid: Grid, store: RecordStore, retry_failed: bool = False) -> list[PlannedJob]:
+    """What each job of the grid still needs, from the records in ``store``."""
+    planned = []
+    for job in expand(grid):
+        record = store.read(job.id)
+        if record is None:
+            planned.append(PlannedJob(job, list(job.attacks), "new"))
+        elif record["status"] == "failed":
+            planned.append(PlannedJob(job, list(job.attacks) if retry_failed else [], "failed"))
+        else:
+            have = record["result"].get("attacks", {})
+            todo = [u for u in job.attacks if u.label not in have]
+            planned.append(PlannedJob(job, todo, "partial" if todo else "cached"))
+    return planned
+
+
+def run_sweep(
+    grid: Grid,
+    out: str | Path,
+    executor: str = "local",
+    jobs: int | None = None,
+    address: str | None = None,
+    retry_failed: bool = False,
+    progress: bool = True,
+    job_function: JobFunction = run_job,
+) -> SweepSummary:
+    """Run every job of ``grid`` that is not done yet; records go to ``out/records``."""
+    start = time.perf_counter()
+    store = RecordStore(out)
+    planned = plan(grid, store, retry_failed)
+    runnable = [p for p in planned if p.todo]
+    summary = SweepSummary(grid.name, str(out), len(planned))
+    summary.jobs_cached = sum(p.status == "cached" for p in planned)
+    by_id = {p.job.id: p for p in runnable}
+    tasks = []
+    for p in runnable:
+        old = store.read(p.job.id)
+        reuse = old is not None and old["status"] == "done"
+        checkpoint = store.checkpoint(p.job.id) if reuse else None
+        tasks.append((p.job.id, job_function,
+                      (p.job.settings, [u.to_dict() for u in p.todo], checkpoint, None)))
+    bar = _bar(len(tasks), grid.name, progress)
+    for job_id, ok, value in run_tasks(tasks, executor, jobs, address):
+        p = by_id[job_id]
+        record = _merge(store.read(job_id), p.job, ok, value, executor)
+        store.write(record, value.get("checkpoint") if ok else None)
+        summary.jobs_run += 1
+        if not ok:
+            summary.jobs_failed += 1
+            summary.failures.append({"id": job_id, "job": _describe(p.job.settings),
+                                     "error": value})
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    failed_before = [p for p in planned if p.status == "failed" and not p.todo]
+    for p in failed_before:
+        record = store.read(p.job.id)
+        summary.jobs_failed += 1
+        summary.failures.append({"id": p.job.id, "job": _describe(p.job.settings),
+                                 "error": record.get("error"), "not_retried": True})
+    summary.wall_time_s = round(time.perf_counter() - start, 1)
+    return summary
+
+
+def _merge(old: dict | None, job: Job, ok: bool, value, executor: str) -> dict:
+    """The job's new record: the old one's attacks kept, this run's added."""
+    base = old if old is not None and old["status"] == "done" else None
+    run_info = {**provenance(), "executor": executor}
+    record = {"id": job.id, "config": job.settings,
+              "provenance": [*(base["provenance"] if base else []), run_info]}
+    if not ok:
+        if base is not None:  # new attacks failed on a done job: keep what it had
+            record.update(status="done", result=base["result"], phases=base["phases"],
+                          error=value)
+            return record
+        record.update(status="failed", error=value, result={}, phases={})
+        return record
+    result = dict(base["result"]) if base else {}
+    attacks = dict(result.get("attacks", {}))
+    attacks.update(value["result"].pop("attacks", {}))
+    result.update(value["result"])
+    result["attacks"] = attacks
+    phases = {**(base["phases"] if base else {}), **value["phases"]}
+    run_info["wall_time_s"] = round(sum(value["phases"].values()), 3)
+    record.update(status="done", error=None, result=result, phases=phases)
+    return record
+
+
+def _describe(config: dict) -> str:
+    if config["kind"] == "random_policy":
+        return f"random policy on {config['env_id']}"
+    pruning = ("dense control" if config["method"] == "dense" else
+               f"{config['method']} ({config['scope']}) to {config['target_sparsity']:g}")
+    return f"{config['agent']}, {pruning}, fine-tuned {config['finetune_steps']} steps"
+
+
+def _bar(total: int, name: str, progress: bool):
+    if not progress or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="job", desc=f"sweep {name}", file=sys.stderr,
+                dynamic_ncols=True)
+
+
+# ----------------------------------------------------------------------------- dry run
+
+
+def estimate(planned: list[PlannedJob], stores: list[RecordStore]) -> dict:
+    """Estimated seconds for the planned work, from per-phase costs measured in ``stores``.
+
+    Costs are rates from done records: fine-tuning seconds per step and evaluation seconds per
+    episode (per task and attack), certification and attacker training seconds per job. A phase
+    never measured for a task is counted in ``unknown_phases`` instead of guessed.
+    """
+    rates = _measured_rates(stores)
+    total, unknown = 0.0, 0
+    for p in planned:
+        if not p.todo:
+            continue
+        config = p.job.settings
+        env = config["env_id"]
+        keys: list[tuple[str, float]] = []
+        if config["kind"] == "prune" and p.status != "partial":
+            keys += [("finetune", config["finetune_steps"]), ("certify", 1.0)]
+            if config["target_sparsity"] == 0.0:
+                keys.append(("evaluate:none", config["episodes"]))
+        for unit in p.todo:
+            keys.append((f"evaluate:{unit.name}", config["episodes"]))
+            if unit.name in ("rs", "rs+mad", "optimal", "paad"):
+                keys.append((f"attacker:{unit.name}", 1.0))
+        for key, amount in keys:
+            if amount == 0:
+                continue
+            rate = rates.get((env, key))
+            if rate is None:
+                unknown += 1
+            else:
+                total += rate * amount
+    return {"estimated_s": round(total, 1), "unknown_phases": unknown}
+
+
+def _measured_rates(stores: list[RecordStore]) -> dict[tuple[str, str], float]:
+    sums: dict[tuple[str, str], list[float]] = {}
+    for store in stores:
+        for record in store.records():
+            if record.get("status") != "done":
+                continue
+            config = record["config"]
+            for key, seconds in record.get("phases", {}).items():
+                kind = key.split(":")[0]
+                name = key.split(":")[1] if ":" in key else ""
+                name = name.split(":")[0]
+                if kind == "finetune":
+                    amount = config.get("finetune_steps") or 0
+                elif kind in ("evaluate", "base"):
+                    kind, amount = "evaluate", config["episodes"]
+                else:
+                    amount = 1.0
+                if amount:
+                    label = f"{kind}:{name}" if name else kind
+                    sums.setdefault((config["env_id"], label), []).append(seconds / amount)
+    return {key: sum(v) / len(v) for key, v in sums.items()}

@@ -1,0 +1,317 @@
+"""The sweep engine: grids, jobs, resumption after SIGKILL, failures, executors, results."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pruningrl.cli import main
+from pruningrl.experiments import (
+    RecordStore,
+    expand,
+    load_grid,
+    load_results,
+    run_job,
+    run_sweep,
+    stable_part,
+)
+from pruningrl.experiments.jobs import certified_radius
+from pruningrl.experiments.results import SHIPPED_RESULTS, sweet_spots
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = load_grid("smoke")
+
+
+def stable_records(folder: Path) -> dict[str, dict]:
+    return {r["id"]: stable_part(r) for r in RecordStore(folder).records()}
+
+
+@pytest.fixture(scope="module")
+def smoke_local(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke") / "local"
+    summary = run_sweep(SMOKE, out, "local", jobs=2, progress=False)
+    assert summary.jobs_failed == 0 and summary.jobs_run == summary.jobs_total
+    return out
+
+
+# ------------------------------------------------------------------------------- grids
+
+
+BAD_GRIDS = {
+    "unknown key": ("colour = 'red'", "unknown grid key 'colour'"),
+    "unknown env": ("envs = ['NoSuchEnv-v0']", "unknown environment id"),
+    "unknown variant": ("variants = ['dqn']", "no shipped agent CartPole-v1/dqn/seed0"),
+    "unknown seed": ("seeds = [7]", "no shipped agent CartPole-v1/ppo/seed7"),
+    "negative seed": ("seeds = [-1]", "no shipped agent"),
+    "unknown method": ("methods = ['lottery']", "unknown method 'lottery'"),
+    "unknown attack": ("attacks = ['none', 'fgsm']", "unknown attack 'fgsm'"),
+    "unknown scope": ("scope = 'row'", "unknown scope 'row'"),
+    "sparsity 1": ("sparsities = [0.0, 1.0]", "outside [0, 1)"),
+    "negative sparsity": ("sparsities = [-0.1]", "outside [0, 1)"),
+    "negative eps": ("eps = -0.1", "'eps' must be >= 0"),
+    "empty envs": ("envs = []", "'envs' must be a non-empty list"),
+    "empty sparsities": ("sparsities = []", "'sparsities' must be a non-empty list"),
+    "budget of a cheap attack": ("[budgets]\nmad = 10", "learns nothing"),
+    "eps not a number": ("eps = 'x'", "'eps' must be a float"),
+    "bad toml": ("envs = [", "not valid TOML"),
+}
+
+
+def grid_text(override: str) -> str:
+    base = {"envs": "envs = ['CartPole-v1']", "variants": "variants = ['ppo']",
+            "seeds": "seeds = [0]", "methods": "methods = ['magnitude']",
+            "sparsities": "sparsities = [0.0, 0.5]", "eps": "eps = 0.1",
+            "finetune_steps": "finetune_steps = 2048"}
+    key = override.split("=")[0].strip()
+    lines = [line for k, line in base.items() if k != key]
+    tables = [override] if override.startswith("[") else []
+    return "\n".join(lines + ([] if tables else [override]) + tables) + "\n"
+
+
+@pytest.mark.parametrize("case", sorted(BAD_GRIDS))
+def test_a_bad_grid_is_refused_in_one_line_and_nothing_is_written(case, tmp_path, capsys):
+    override, message = BAD_GRIDS[case]
+    path = tmp_path / "bad.toml"
+    path.write_text(grid_text(override))
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")
+                       .replace("[", r"\[")):
+        load_grid(str(path))
+    out = tmp_path / "out"
+    code = main(["sweep", str(path), "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 2 and captured.out == ""
+    assert captured.err.count("\n") == 1 and captured.err.startswith("pruningrl: error: ")
+    assert not out.exists()
+
+
+def test_an_empty_grid_file_is_refused(tmp_path):
+    path = tmp_path / "empty.toml"
+    path.write_text("")
+    with pytest.raises(ValueError, match="needs 'envs'"):
+        load_grid(str(path))
+
+
+def test_a_categorical_task_needs_an_eps(tmp_path):
+    path = tmp_path / "g.toml"
+    path.write_text(grid_text("eps = 0.1").replace("eps = 0.1\n", ""))
+    with pytest.raises(ValueError, match="no literature eps"):
+        load_grid(str(path))
+
+
+def test_an_unknown_grid_name_lists_the_shipped_ones():
+    with pytest.raises(ValueError, match="shipped: .*smoke"):
+        load_grid("no-such-grid")
+
+
+def test_the_dense_control_is_shared_and_ids_hash_the_config():
+    jobs = expand(SMOKE)
+    configs = [j.settings for j in jobs]
+    dense = [c for c in configs if c.get("method") == "dense"]
+    assert len(dense) == len(SMOKE.parts[0].seeds)  # one control per seed, not one per method
+    assert len({j.id for j in jobs}) == len(jobs)
+    assert [c["kind"] for c in configs].count("random_policy") == 1
+    assert all(len(j.id) == 16 for j in jobs)
+
+
+def test_parts_make_a_union_of_products(tmp_path):
+    path = tmp_path / "parts.toml"
+    path.write_text("methods = ['magnitude']\nsparsities = [0.0, 0.5]\nfinetune_steps = 2048\n"
+                    "eps = 0.1\n[[part]]\nenvs = ['CartPole-v1']\nseeds = [0, 1]\n"
+                    "[[part]]\nenvs = ['Acrobot-v1']\nseeds = [0]\nscope = ['global', 'layer']\n")
+    grid = load_grid(str(path))
+    prune_jobs = [j.settings for j in expand(grid) if j.settings["kind"] == "prune"]
+    assert sum(c["env_id"] == "CartPole-v1" for c in prune_jobs) == 4
+    assert sum(c["env_id"] == "Acrobot-v1" for c in prune_jobs) == 3  # dense + 2 scopes
+
+
+# ------------------------------------------------------------------------------- sweeps
+
+
+def test_the_smoke_grid_gives_equal_records_under_ray_and_local(smoke_local, tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "ray"
+    summary = run_sweep(SMOKE, out, "ray", jobs=2, progress=False)
+    assert summary.jobs_failed == 0
+    ray_records = stable_records(out)
+    assert ray_records == stable_records(smoke_local)
+    assert all(r["provenance"][0]["executor"] == "ray" for r in RecordStore(out).records())
+
+
+def test_a_second_run_runs_no_job(smoke_local, capsys):
+    code = main(["sweep", "smoke", "--out", str(smoke_local), "--json", "--no-progress"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert payload["jobs_run"] == 0 and payload["jobs_cached"] == payload["jobs_total"]
+    assert set(payload) >= {"grid", "out", "jobs_total", "jobs_run", "jobs_cached",
+                            "jobs_failed", "wall_time_s"}
+
+
+def test_a_sweep_killed_with_sigkill_resumes_to_the_same_numbers(smoke_local, tmp_path):
+    out = tmp_path / "killed"
+    command = [sys.executable, "-m", "pruningrl", "sweep", "smoke", "--out", str(out),
+               "--jobs", "1", "--no-progress"]
+    proc = subprocess.Popen(command, cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((out / "records").glob("*.json"))) < 2:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its workers, as a power cut would
+    proc.wait()
+    done_before = len(list((out / "records").glob("*.json")))
+    assert 2 <= done_before < len(expand(SMOKE)), "the kill must land mid-sweep"
+    summary = run_sweep(SMOKE, out, "local", jobs=2, progress=False)
+    assert summary.jobs_cached == done_before
+    assert summary.jobs_run == summary.jobs_total - done_before
+    assert stable_records(out) == stable_records(smoke_local)
+    assert all(len(r["provenance"]) == 1 for r in RecordStore(out).records())  # each job once
+    assert not list((out / "records").glob(".*.tmp"))
+
+
+def fail_one_job(config, attacks, checkpoint, cache_dir):
+    """A job function that fails for the micro-pruned seed-1 job and runs the others."""
+    if config.get("method") == "micro" and config.get("seed") == 1:
+        raise RuntimeError("injected failure\nsecond line")
+    return run_job(config, attacks, checkpoint, cache_dir)
+
+
+def test_a_failing_job_is_recorded_and_the_others_finish(smoke_local, tmp_path):
+    out = tmp_path / "failing"
+    summary = run_sweep(SMOKE, out, "local", jobs=2, progress=False, job_function=fail_one_job)
+    assert summary.jobs_failed == 1 and summary.jobs_run == summary.jobs_total
+    assert summary.failures[0]["error"] == "RuntimeError: injected failure"
+    assert "micro (global) to 0.5" in summary.failures[0]["job"]
+    records = RecordStore(out).records()
+    assert sorted(r["status"] for r in records).count("done") == len(records) - 1
+    again = run_sweep(SMOKE, out, "local", jobs=2, progress=False)
+    assert again.jobs_run == 0 and again.jobs_failed == 1  # listed until retried
+    assert again.failures[0]["not_retried"]
+    retried = run_sweep(SMOKE, out, "local", jobs=2, progress=False, retry_failed=True)
+    assert retried.jobs_run == 1 and retried.jobs_failed == 0
+    assert stable_records(out) == stable_records(smoke_local)
+
+
+def test_the_cli_exits_nonzero_and_lists_a_failure(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "cli-failing"
+    RecordStore(out).write({"id": expand(SMOKE)[0].id, "status": "failed", "error": "boom",
+                            "config": expand(SMOKE)[0].settings, "result": {}, "phases": {},
+                            "provenance": []})
+    code = main(["sweep", "smoke", "--out", str(out), "--no-progress", "--json"])
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    assert code == 1 and payload["jobs_failed"] == 1 and payload["failures"][0]["error"] == "boom"
+    assert "--retry-failed" in captured.err
+
+
+def test_new_attacks_run_only_the_new_units(smoke_local, tmp_path):
+    out = tmp_path / "grow"
+    path = tmp_path / "small.toml"
+    text = (ROOT / "pruningrl" / "grids" / "smoke.toml").read_text()
+    path.write_text(text.replace('attacks = ["none", "random", "mad"]', 'attacks = ["none"]'))
+    first = run_sweep(load_grid(str(path)), out, "local", jobs=2, progress=False)
+    assert first.jobs_failed == 0
+    path.write_text(text)
+    grown = run_sweep(load_grid(str(path)), out, "local", jobs=2, progress=False)
+    assert grown.jobs_cached == 1  # only the random-policy job had all it needs
+    records = {r["id"]: r for r in RecordStore(out).records()}
+    for job_id, expected in stable_records(smoke_local).items():
+        assert stable_part(records[job_id]) == expected
+        phases = records[job_id]["phases"]
+        if records[job_id]["config"]["kind"] == "prune":
+            assert len(records[job_id]["provenance"]) == 2 and "evaluate:mad" in phases
+
+
+def test_dry_run_lists_jobs_and_a_cost_from_measured_phases(smoke_local, tmp_path, capsys):
+    code = main(["sweep", "smoke", "--out", str(tmp_path / "none-yet"), "--dry-run", "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0 and payload["jobs_to_run"] == len(expand(SMOKE))
+    assert payload["estimated_s"] > 0  # the shipped smoke records measured CartPole's phases
+    assert not (tmp_path / "none-yet").exists()
+    code = main(["sweep", "smoke", "--out", str(smoke_local), "--dry-run", "--json"])
+    assert json.loads(capsys.readouterr().out)["jobs_to_run"] == 0
+
+
+# ------------------------------------------------------------------------------- results
+
+
+def test_results_of_the_shipped_smoke_grid(capsys):
+    code = main(["results", "smoke", "--json"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0
+    wanted = {"env_id", "variant", "seed", "method", "scope", "sparsity", "target_sparsity",
+              "finetune_steps", "attack", "eps", "mean_return", "std_return", "episodes",
+              "certified_tv", "certified_radius", "local_tv"}
+    assert payload["rows"] and all(wanted <= set(row) for row in payload["rows"])
+    assert {row["attack"] for row in payload["rows"]} == {"none", "random", "mad"}
+    assert len(payload["sweet_spots"]) == 2
+    code = main(["results", "smoke"])
+    text = capsys.readouterr().out
+    assert code == 0 and "sweet spots:" in text and "CartPole-v1" in text
+
+
+def test_results_of_nothing_is_one_line(capsys, tmp_path):
+    assert main(["results", str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_the_shipped_smoke_records_reproduce_with_todays_code():
+    """Drift guard: re-run one shipped job from its recorded config; same numbers."""
+    store = RecordStore(SHIPPED_RESULTS / "smoke")
+    record = next(r for r in store.records() if r["config"].get("method") == "magnitude")
+    attacks = [{"name": label, "budget": None, "seed": 0} for label in record["result"]["attacks"]]
+    again = run_job(record["config"], attacks)
+    assert again["result"] == record["result"]
+
+
+def _series(scores: dict[float, list[float]], clean_dense: float = 100.0) -> list[dict]:
+    """Synthetic records whose clean return and worst attack give the named scores."""
+    records = [{"id": "r", "status": "done", "config": {"kind": "random_policy",
+                "env_id": "T", "episodes": 1}, "result": {"attacks": {"none": {"returns": [0.0]}}}}]
+    for s, per_seed in scores.items():
+        for seed, score in enumerate(per_seed):
+            method = "dense" if s == 0 else "magnitude"
+            attacked = 2 * score * clean_dense - clean_dense  # clean stays at the control's
+            records.append({"id": f"{s}-{seed}", "status": "done", "config": {
+                "kind": "prune", "env_id": "T", "variant": "ppo", "seed": seed,
+                "method": method, "scope": None if s == 0 else "global",
+                "target_sparsity": s, "finetune_steps": 1, "eps": 0.1, "norm": "inf",
+                "episodes": 1}, "result": {
+                "sparsity": s, "layer_sparsity": [s], "certified_tv": 0.5,
+                "certified_radius": 0.1, "local_tv": 0.1, "lipschitz": 1.0,
+                "constant_policy": False, "discrete": False,
+                "attacks": {"none": {"returns": [clean_dense]},
+                            "mad": {"returns": [attacked]}}}})
+    return records
+
+
+def test_the_sweet_spot_follows_its_definition():
+    found = sweet_spots(_series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.65, 0.9]}))
+    assert found[0]["verdict"] == "sweet spot" and found[0]["sweet_spot"] == 0.5
+    assert found[0]["gain_min"] == pytest.approx(0.05)
+    assert found[0]["gain_median"] == pytest.approx(0.1)
+    one_seed_loses = sweet_spots(_series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.55, 0.9]}))
+    assert one_seed_loses[0]["verdict"] == "none here"
+    dense_best = sweet_spots(_series({0.0: [0.6, 0.6, 0.6], 0.5: [0.5, 0.5, 0.9]}))
+    assert dense_best[0]["sweet_spot"] == 0.0 and dense_best[0]["verdict"] == "none here"
+
+
+def test_the_certified_radius_is_where_the_certificate_reaches_one_half():
+    from pruningrl.bounds import certified_tv
+    from pruningrl.policies import GaussianPolicy
+    from pruningrl.pruning import magnitude_prune
+
+    policy = GaussianPolicy(5, 2)
+    radius = certified_radius(policy)
+    assert certified_tv(policy, radius) <= 0.5 < certified_tv(policy, radius * (1 + 1e-6))
+    magnitude_prune(policy, 0.6, scope="layer")
+    assert certified_radius(policy) >= radius  # pruning cannot shrink it
+    magnitude_prune(policy, 0.99, scope="layer")  # every output weight gone: a constant policy
+    policy.net[-1].weight_mask.zero_()
+    from pruningrl.policies import refresh_pruned_weights
+
+    refresh_pruned_weights(policy)
+    assert certified_radius(policy) is None  # no eps moves a constant policy
