@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--num-envs", type=_positive_int, default=None)
     train.add_argument("--workers", type=int, default=None,
                        help="env processes (0: in-process; 2 is fastest for a lone run on 2 cores)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other PPO setting, e.g. --set log_std_init=-2 (repeatable)")
     train.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
     train.add_argument("--resume", action="store_true", help="continue an interrupted run")
     train.add_argument("--force", action="store_true", help="overwrite an existing --out")
@@ -231,7 +233,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings["num_envs"] = args.num_envs
     if args.workers is not None:
         settings["num_workers"] = args.workers
-    config = PPOConfig(**settings).validate()
+    settings.update(_ppo_settings(args.set, settings))
+    config = PPOConfig.from_dict(settings).validate()
     if args.force:
         train_state_path(out).unlink(missing_ok=True)
     command = "python -m pruningrl " + shlex.join(sys.argv[1:]) if sys.argv else None
@@ -257,6 +260,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"steps in {result.wall_time_s:.0f} s ({result.samples_per_s:.0f} samples/s); "
         f"saved {out}"])
     return 0
+
+
+def _ppo_settings(items: list[str], given: dict) -> dict:
+    """``--set KEY=VALUE`` pairs as PPOConfig fields, each value parsed as JSON if it can be."""
+    from pruningrl.ppo import PPOConfig
+
+    known = PPOConfig.__dataclass_fields__
+    out = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in known:
+            raise UsageError(f"--set wants KEY=VALUE with a PPO setting as KEY, got {item!r}")
+        if key in given or key in out:
+            raise UsageError(f"--set {key} repeats a setting given elsewhere")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        default = known[key].default
+        if isinstance(default, bool) != isinstance(value, bool) or (
+                isinstance(default, int | float) and not isinstance(value, int | float)):
+            raise UsageError(f"--set {key}: expected a value like {default!r}, got {text!r}")
+        out[key] = value
+    return out
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -20,9 +20,9 @@ from pruningrl.adversaries import (
 )
 from pruningrl.agent import load_agent
 from pruningrl.attack_suite import ATTACKS, AttackBudget, make_attack, victim_fingerprint
-from pruningrl.attacks import robust_sarsa_attack
+from pruningrl.attacks import _pgd_descent, critic_attack, robust_sarsa_attack
 from pruningrl.evaluation import evaluate
-from pruningrl.policies import GaussianPolicy
+from pruningrl.policies import GaussianPolicy, ValueNetwork
 from pruningrl.ppo import PPOConfig, train
 from pruningrl.pruning import magnitude_prune
 from pruningrl.sarsa import (
@@ -48,6 +48,29 @@ def victim_file(tmp_path_factory):
 def _in_ball(delta: np.ndarray, eps: float, norm: str) -> bool:
     size = np.abs(delta).max(-1) if norm == "inf" else np.linalg.norm(delta, axis=-1)
     return bool(np.all(size <= eps * (1 + 1e-6) + 1e-6))  # float32 round-off near |s| = 10
+
+
+# ------------------------------------------------------------------------- critic attack
+
+
+@given(seed=st.integers(0, 10_000), norm=st.sampled_from(["inf", "2"]),
+       activation=st.sampled_from(["tanh", "relu"]))
+def test_the_numpy_critic_attack_takes_the_autograd_steps(seed, norm, activation):
+    """The critic attack's numpy PGD against the same PGD through autograd: same start, same
+    steps; a sign may flip where dV/ds' is ~0 in float32, so most rows must agree exactly and
+    every row stays in the ball and lowers V no less than the random start."""
+    torch.manual_seed(seed)
+    value = ValueNetwork(11, (64, 64), activation)
+    states = torch.randn(64, 11)
+    eps = 0.1
+    fast = critic_attack(value, states, eps, norm, generator=torch.Generator().manual_seed(seed))
+    slow = _pgd_descent(lambda x: value(x), states, eps, norm, 10,
+                        torch.Generator().manual_seed(seed))
+    close = torch.isclose(fast, slow, atol=1e-5).all(-1).double().mean()
+    assert close >= 0.9
+    assert _in_ball((fast - states).numpy(), eps, norm)
+    with torch.no_grad():
+        assert value(fast).mean() <= value(slow).mean() + 1e-3 * value(slow).abs().mean() + 1e-4
 
 
 # ------------------------------------------------------------------------- numpy victim network

@@ -15,7 +15,6 @@ from pruningrl.experiments import (
     RecordStore,
     expand,
     load_grid,
-    load_results,
     run_job,
     run_sweep,
     stable_part,
