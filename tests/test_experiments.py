@@ -314,3 +314,15 @@ def test_the_certified_radius_is_where_the_certificate_reaches_one_half():
 
     refresh_pruned_weights(policy)
     assert certified_radius(policy) is None  # no eps moves a constant policy
+
+
+def test_a_shipped_hopper_attack_record_reproduces_with_todays_code():
+    """Drift guard on a MuJoCo record the attacks chapter shows: Hopper-v5/ppo/seed0 under the
+    random attack, re-run from its recorded config, gives the recorded returns exactly."""
+    store = RecordStore(SHIPPED_RESULTS / "attacks-hopper")
+    record = next(r for r in store.records() if r["config"].get("agent") == "Hopper-v5/ppo/seed0")
+    again = run_job(record["config"], [{"name": "random", "budget": None, "seed": 0}])
+    assert again["result"]["attacks"]["random"] == record["result"]["attacks"]["random"]
+    assert again["result"]["base_clean"] == record["result"]["base_clean"]
+    for key in ("certified_tv", "lipschitz", "local_tv", "certified_radius", "layer_sparsity"):
+        assert again["result"][key] == record["result"][key], key

@@ -22,6 +22,7 @@ import json
 import tempfile
 import time
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 
 from pruningrl.experiments.grid import Grid, GridPart
@@ -97,21 +98,18 @@ def expand(grid: Grid) -> list[Job]:
         for env in part.envs:
             add({"kind": "random_policy", "env_id": env, "episodes": part.episodes},
                 (AttackUnit("none"),))
-        for env in part.envs:
+        # a whole series (every seed and sparsity of one task, variant, method and scope)
+        # finishes before the next starts, so a sweep stopped early still yields verdicts
+        for env, variant, method, scope in product(part.envs, part.variants, part.methods,
+                                                   part.scopes):
             eps = part.eps if part.eps is not None else task_eps(env)
-            for variant in part.variants:
-                for seed in part.seeds:
-                    agent_id = f"{env}/{variant}/seed{seed}"
-                    base = {"kind": "prune", "agent": agent_id, "env_id": env,
-                            "variant": variant, "seed": seed,
-                            "agent_sha256": file_sha256(agent_path(agent_id)),
-                            "finetune_steps": part.finetune_steps, "eps": eps,
-                            "norm": part.norm, "episodes": part.episodes,
-                            "local_states": part.local_states}
-                    for method in part.methods:
-                        for scope in part.scopes:
-                            for target in part.sparsities:
-                                add({**base, **_pruning(method, scope, target, part)}, units)
+            for seed, target in product(part.seeds, part.sparsities):
+                agent_id = f"{env}/{variant}/seed{seed}"
+                add({"kind": "prune", "agent": agent_id, "env_id": env, "variant": variant,
+                     "seed": seed, "agent_sha256": file_sha256(agent_path(agent_id)),
+                     "finetune_steps": part.finetune_steps, "eps": eps, "norm": part.norm,
+                     "episodes": part.episodes, "local_states": part.local_states,
+                     **_pruning(method, scope, target, part)}, units)
     return list(jobs.values())
 
 

@@ -71,10 +71,19 @@ def rows(records: list[dict]) -> list[dict]:
                 "discrete": result["discrete"],
                 "base_clean_return": (float(np.mean(result["base_clean"]["returns"]))
                                       if "base_clean" in result and name == "none" else None),
+                "code_version": _code_version(record, label),
             })
     out.sort(key=lambda r: (r["env_id"], r["variant"], r["method"], r["scope"] or "",
                             r["target_sparsity"], r["seed"], r["attack_label"]))
     return out
+
+
+def _code_version(record: dict, label: str) -> str | None:
+    """The code version of the run that measured ``label`` (the latest run that ran it)."""
+    for run in reversed(record.get("provenance", [])):
+        if label in run.get("units", [label]):
+            return run.get("code_version")
+    return None
 
 
 def random_returns(records: list[dict]) -> dict[tuple[str, int], float]:

@@ -126,6 +126,7 @@ def _merge(old: dict | None, job: Job, ok: bool, value, executor: str) -> dict:
             return record
         record.update(status="failed", error=value, result={}, phases={})
         return record
+    run_info["units"] = sorted(value["result"].get("attacks", {}))
     result = dict(base["result"]) if base else {}
     attacks = dict(result.get("attacks", {}))
     attacks.update(value["result"].pop("attacks", {}))
