@@ -12,7 +12,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY=.venv/bin/python
 stamp=.venv/.pruningrl-installed
-want=$(cat requirements.txt pyproject.toml | sha1sum | cut -d' ' -f1)
+want=$(cat requirements.txt pyproject.toml scripts/constraints.txt | sha1sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -21,7 +21,8 @@ if ! "$VPY" -c "import torch" 2>/dev/null; then
   "$VPY" -m pip install --quiet "torch==2.13.0+cpu" 2>/dev/null \
     || "$VPY" -m pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
 fi
-"$VPY" -m pip install --quiet -r requirements.txt
-"$VPY" -m pip install --quiet -e ".[ray]"  # the tests run sweeps under Ray too
+# the exact versions the notebooks' committed outputs were made with (scripts/constraints.txt)
+"$VPY" -m pip install --quiet -r requirements.txt -c scripts/constraints.txt
+"$VPY" -m pip install --quiet -e ".[ray]" -c scripts/constraints.txt  # sweeps run under Ray too
 "$VPY" -m ipykernel install --sys-prefix --name python3 >/dev/null
 echo "$want" > "$stamp"

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pruningrl.adversaries import (
@@ -53,6 +53,7 @@ def _in_ball(delta: np.ndarray, eps: float, norm: str) -> bool:
 # ------------------------------------------------------------------------- critic attack
 
 
+@settings(deadline=None, max_examples=40)  # the first call pays torch's warm-up
 @given(seed=st.integers(0, 10_000), norm=st.sampled_from(["inf", "2"]),
        activation=st.sampled_from(["tanh", "relu"]))
 def test_the_numpy_critic_attack_takes_the_autograd_steps(seed, norm, activation):
