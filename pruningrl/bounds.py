@@ -468,7 +468,13 @@ def certified_tv(
 def expected_certified_tv(
     policy: nn.Module, states: torch.Tensor, eps: float, norm: str | float = "inf"
 ) -> float:
-    """T5: an upper bound on F = E_{s ~ d^pi}[sup_{s'} TV], estimated on visited ``states``."""
+    """The mean of the local certificate over the rows of ``states`` (T5).
+
+    For i.i.d. draws from d^pi (``pruningrl.evaluation.discounted_visitation_states``) it is an
+    unbiased estimate of E_{s ~ d^pi}[local certificate], an upper bound on
+    F = E_{s ~ d^pi}[sup_{s'} TV]. For states of any other law it estimates the same
+    expectation under that law.
+    """
     return float(certified_tv(policy, eps, norm, "local", states).mean())
 
 

@@ -135,7 +135,10 @@ def visited_states(
     """``count`` normalized states visited by the agent's deterministic policy, (count, obs_dim).
 
     Episodes k = 0, 1, ... (reset seed ``seed + k``) are played until ``count`` states are
-    collected; the estimate of E_{s ~ d^pi} in T5 averages over these.
+    collected, every state of an episode in order. The states are correlated, and their law is
+    the undiscounted visit frequency of the first ``count`` steps, not the discounted d^pi of
+    T5: a mean over them estimates an average over this sample of trajectories. For i.i.d.
+    draws from d^pi use ``discounted_visitation_states``.
     """
     if count < 1:
         raise ValueError(f"count must be positive, got {count}")
@@ -162,6 +165,87 @@ def visited_states(
     finally:
         env.close()
     return torch.cat(states)
+
+
+def geometric_horizons(count: int, gamma: float, rng: np.random.Generator) -> np.ndarray:
+    """``count`` i.i.d. stopping times T with P(T = t) = (1 - gamma) gamma^t, t = 0, 1, 2, ...
+
+    If s_0 ~ rho_0 and the policy plays T steps, then P(s_T = x) = sum_t (1 - gamma) gamma^t
+    P(s_t = x) = d^pi(x): the state at a geometric time is a draw from d^pi.
+    """
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma must lie in [0, 1), got {gamma}")
+    return rng.geometric(1.0 - gamma, size=count) - 1
+
+
+def discounted_visitation_states(
+    agent: Agent,
+    count: int,
+    gamma: float,
+    seed: int = 0,
+    deterministic: bool = True,
+    max_attempts: int | None = None,
+) -> torch.Tensor:
+    """``count`` i.i.d. normalized states drawn from d^pi, shape (count, obs_dim).
+
+    Attempt k (k = 0, 1, ...) resets with seed ``seed + k``, draws a ``geometric_horizons``
+    time T and plays T steps; s_T is a draw from d^pi(x) = (1 - gamma) sum_t gamma^t
+    P(s_t = x). An attempt whose episode ends (termination or time limit) at or before step T
+    is rejected, so the law is d^pi over live states (the episode still runs at step t),
+    renormalised: sum_t gamma^t P(s_t = x, alive at t) / sum_t gamma^t P(alive at t). The
+    draws are independent, so the mean of a bounded function over them is an unbiased,
+    consistent estimate of its expectation under d^pi (T5). Actions as in ``evaluate``: the
+    mean or most likely action if ``deterministic``, else samples from pi; d^pi is that of the
+    acting policy.
+    """
+    if count < 1:
+        raise ValueError(f"count must be positive, got {count}")
+    max_attempts = 100 * count if max_attempts is None else max_attempts
+    torch.set_num_threads(1)
+    horizons = geometric_horizons(max_attempts, gamma, np.random.default_rng(seed))
+    generator = torch.Generator().manual_seed(seed)
+    env = gym.make(check_env_id(agent.env_id), disable_env_checker=True)
+    states: list[torch.Tensor] = []
+    try:
+        for k, horizon in enumerate(horizons):
+            state = _state_at(agent, env, seed + k, int(horizon), deterministic, generator)
+            if state is not None:
+                states.append(state)
+            if len(states) == count:
+                return torch.cat(states)
+    finally:
+        env.close()
+    raise RuntimeError(
+        f"only {len(states)} of {count} draws in {max_attempts} attempts: episodes end before "
+        "the geometric time too often; raise max_attempts"
+    )
+
+
+def _state_at(
+    agent: Agent,
+    env: gym.Env,
+    reset_seed: int,
+    horizon: int,
+    deterministic: bool,
+    generator: torch.Generator,
+) -> torch.Tensor | None:
+    """The normalized state after ``horizon`` steps from ``reset(seed=reset_seed)``, shape
+    (1, obs_dim), or None if the episode ends first."""
+    obs, _ = env.reset(seed=reset_seed)
+    for _ in range(horizon):
+        state = agent.normalize(obs[None])
+        with torch.no_grad():
+            if deterministic:
+                action = agent.policy.act(state, deterministic=True)
+            else:
+                action = _sample(agent.policy.distribution(state), generator)
+        action = action[0].numpy()
+        if not agent.discrete:
+            action = np.clip(action, env.action_space.low, env.action_space.high)
+        obs, _, term, trunc, _ = env.step(action)
+        if term or trunc:
+            return None
+    return agent.normalize(obs[None])
 
 
 def evaluate_random_policy(env_id: str, episodes: int = 50, seed: int = 0) -> EvalResult:
