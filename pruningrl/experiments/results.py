@@ -175,6 +175,10 @@ def _sweet_spot(members: list[dict], random_return: float | None) -> dict:
         "median_attacked": [float(np.median([attacked_n[(s, x)] for x in seeds]))
                             for s in sparsities],
         "median_certified_radius": [radius[s] for s in sparsities],
+        "median_local_tv": [_median_of(members, s, "local_tv") for s in sparsities],
+        "per_seed": {name: [[values[(s, seed)] for s in sparsities] for seed in seeds]
+                     for name, values in (("clean", clean_n), ("attacked", attacked_n),
+                                          ("score", score))},
     }
 
 
