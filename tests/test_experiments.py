@@ -296,6 +296,9 @@ def test_the_sweet_spot_follows_its_definition():
     assert one_seed_loses[0]["verdict"] == "none here"
     dense_best = sweet_spots(_series({0.0: [0.6, 0.6, 0.6], 0.5: [0.5, 0.5, 0.9]}))
     assert dense_best[0]["sweet_spot"] == 0.0 and dense_best[0]["verdict"] == "none here"
+    partial = _series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.65, 0.9], 0.7: [0.9, 0.9, 0.9]})
+    partial = [r for r in partial if r["id"] != "0.7-2"]  # one point not measured yet
+    assert sweet_spots(partial)[0]["verdict"] == "incomplete"
 
 
 def test_the_certified_radius_is_where_the_certificate_reaches_one_half():

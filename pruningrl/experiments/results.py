@@ -150,7 +150,11 @@ def _sweet_spot(members: list[dict], random_return: float | None) -> dict:
     if any(clean[(0.0, seed)] <= random_return for seed in seeds):
         return {"verdict": "incomplete",
                 "reason": "a dense control is no better than the random policy"}
-    sparsities = sorted({s for s, _ in clean if all((s, seed) in worst for seed in seeds)})
+    sparsities = sorted({s for s, _ in clean})
+    missing = [(s, seed) for s in sparsities for seed in seeds if (s, seed) not in worst]
+    if missing:  # a series still being measured: no verdict from part of it
+        return {"verdict": "incomplete", "reason": f"{len(missing)} of "
+                f"{len(sparsities) * len(seeds)} points not measured yet"}
     score, clean_n, attacked_n = {}, {}, {}
     for seed in seeds:
         r0 = clean[(0.0, seed)]
