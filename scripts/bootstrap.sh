@@ -22,6 +22,6 @@ if ! "$VPY" -c "import torch" 2>/dev/null; then
     || "$VPY" -m pip install --quiet torch --index-url https://download.pytorch.org/whl/cpu
 fi
 "$VPY" -m pip install --quiet -r requirements.txt
-"$VPY" -m pip install --quiet -e ".[ray]"  # the tests run sweeps under Ray too
+"$VPY" -m pip install --quiet -e ".[ray,test]"  # sweeps under Ray; SB3 agents to convert
 "$VPY" -m ipykernel install --sys-prefix --name python3 >/dev/null
 echo "$want" > "$stamp"
