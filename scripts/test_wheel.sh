@@ -20,7 +20,7 @@ quietly() {  # pip's output only if it fails (this machine's pip config warns a 
 mkdir -p "$work/src" "$work/run"
 cp -r pyproject.toml README.md pruningrl "$work/src/"
 find "$work/src" -name __pycache__ -prune -exec rm -rf {} +
-quietly .venv/bin/python -m pip wheel --no-deps --no-build-isolation --wheel-dir "$work/dist" \
+quietly .venv/bin/python -m pip wheel --no-deps --wheel-dir "$work/dist" \
   "$work/src"
 wheel=$(ls "$work"/dist/pruningrl-*.whl)
 echo "built $(basename "$wheel") ($(du -k "$wheel" | cut -f1) KB)"
