@@ -121,7 +121,9 @@ def mlp_view(
     else:
         raise ValueError(
             f"cannot certify a {type(module).__name__}: expected a GaussianPolicy, a "
-            "CategoricalPolicy or an nn.Sequential of Linear layers and tanh/ReLU activations"
+            "CategoricalPolicy or an nn.Sequential of Linear layers and tanh/ReLU activations "
+            "(another library's agent: convert it with pruningrl.interop, or load its file "
+            "with pruningrl.zoo.load)"
         )
     weights, biases, activation = _read_layers(list(net.children()))
     if kind == "gaussian" and scale is None:

@@ -427,3 +427,13 @@ def test_readers_agents_bad_input_is_one_line(capsys, sb3_files, argv, message):
     code, out, err = run(capsys, argv[0], "--agent", sb3_files / "cartpole_ppo.zip", *argv[1:])
     assert code == 2 and out == "" and message in err
     assert err.count("\n") == 1
+
+
+def test_an_sb3_policy_object_points_to_the_conversion(sb3_files):
+    from stable_baselines3 import PPO
+
+    policy = PPO.load(sb3_files / "cartpole_ppo.zip", device="cpu").policy
+    with pytest.raises(ValueError, match="pruningrl.interop"):
+        certified_tv(policy, 0.1)
+    agent = load(sb3_files / "cartpole_ppo.zip", "CartPole-v1")
+    assert 0 < certified_tv(agent.policy, 0.1) < 1
