@@ -8,14 +8,16 @@ Checkpoints are single ``.safetensors`` files: tensors only (no pickled code), s
 cannot execute anything. The tensors are the policy's and critic's state dicts (with their
 pruning masks, if any) and the normalizer's moments; the header's metadata holds, as JSON, the
 policy config, env id, seed, training config, code version and training curve. A 64-64 Hopper
-agent takes about 45 KB.
+agent takes about 45 KB. Loading refuses non-finite weights and statistics: a checkpoint with a
+NaN in it would act, evaluate and certify as NaN.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,11 @@ class Agent:
     clip_obs: float = 10.0
     normalize_obs: bool = True
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Bounds ``act`` clips continuous actions to, for agents whose source clips (SB3's
+    #: ``predict``, CleanRL's ``ClipAction``); None: ``act`` returns the raw mean. The
+    #: environment loops clip to the action space either way.
+    action_low: np.ndarray | None = None
+    action_high: np.ndarray | None = None
 
     @property
     def discrete(self) -> bool:
@@ -63,17 +70,30 @@ class Agent:
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, deterministic: bool = True) -> np.ndarray:
-        """Actions for a batch of raw observations (mean / argmax if deterministic)."""
-        return self.policy.act(self.normalize(obs), deterministic=deterministic).numpy()
+        """Actions for a batch of raw observations (mean / argmax if deterministic).
+
+        Continuous actions are clipped to ``action_low``/``action_high`` when the agent has them.
+        """
+        actions = self.policy.act(self.normalize(obs), deterministic=deterministic).numpy()
+        if self.action_low is not None and self.action_high is not None and not self.discrete:
+            actions = np.clip(actions, self.action_low, self.action_high)
+        return actions
 
 
 def _atomic_write(path: Path, write) -> None:
-    """Write through a temporary file in the same folder, then rename: never a half file."""
+    """Write through a temporary file in the same folder, then rename: never a half file.
+
+    The file ends with mode 0666 less the umask, as ``open`` would create any other file
+    (``tempfile.mkstemp``, and writers that use it, make it 0600, private to its owner).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies
+    mode = stat.S_IMODE(os.fstat(fd).st_mode)
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, mode)  # the writer may have replaced the file with a private one
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -89,6 +109,9 @@ def save_agent(agent: Agent, path: str | os.PathLike) -> Path:
             tensors[f"{prefix}.{name}"] = tensor.detach().contiguous().clone()
     tensors["obs_norm.mean"] = torch.as_tensor(agent.obs_mean, dtype=torch.float64)
     tensors["obs_norm.var"] = torch.as_tensor(agent.obs_var, dtype=torch.float64)
+    if agent.action_low is not None and agent.action_high is not None:
+        tensors["action.low"] = torch.as_tensor(np.asarray(agent.action_low))
+        tensors["action.high"] = torch.as_tensor(np.asarray(agent.action_high))
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -131,6 +154,7 @@ def load_agent(path: str | os.PathLike) -> Agent:
         tensors = load_file(str(path))
     except (SafetensorError, json.JSONDecodeError, OSError, UnicodeDecodeError) as error:
         raise ValueError(f"{path} is not a readable agent checkpoint ({error})") from None
+    check_finite(tensors, path)
     try:
         policy = policy_from_config(header["policy_config"])
         value = ValueNetwork(
@@ -153,6 +177,9 @@ def load_agent(path: str | os.PathLike) -> Agent:
         ) from None
     if obs_mean.shape != (policy.obs_dim,) or obs_var.shape != (policy.obs_dim,):
         raise ValueError(f"{path}: normalization statistics do not match the observation size")
+    if (obs_var < 0).any():
+        raise ValueError(f"{path}: negative variance in the normalization statistics")
+    low, high = tensors.get("action.low"), tensors.get("action.high")
     return Agent(
         env_id=header["env_id"],
         policy=policy,
@@ -162,7 +189,25 @@ def load_agent(path: str | os.PathLike) -> Agent:
         clip_obs=float(header.get("clip_obs", 10.0)),
         normalize_obs=bool(header.get("normalize_obs", True)),
         metadata=header.get("metadata", {}),
+        action_low=None if low is None else low.numpy(),
+        action_high=None if high is None else high.numpy(),
     )
+
+
+def check_finite(tensors: dict[str, torch.Tensor], source: Path | str) -> None:
+    """Raise ``ValueError`` naming the first tensor holding NaN or infinity.
+
+    Action bounds may be infinite (an unbounded action space), never NaN.
+    """
+    for name, tensor in tensors.items():
+        if not torch.is_floating_point(tensor):
+            continue
+        bad = torch.isnan(tensor) if name.startswith("action.") else ~torch.isfinite(tensor)
+        if bool(bad.any()):
+            raise ValueError(
+                f"{source}: {name} holds NaN or infinite values; a damaged or diverged agent "
+                "cannot be evaluated or certified"
+            )
 
 
 def clone_policy(policy: Policy) -> Policy:

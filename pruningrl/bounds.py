@@ -9,7 +9,10 @@ The certified quantity is sup_{s' in B_p(s, eps)} TV(pi(.|s), pi(.|s')). It is b
 * Gaussian policy, N(mu(s), Sigma):  Delta = ||Sigma^{-1/2}(mu(s') - mu(s))||_2 and
   TV = 2 Phi(Delta / 2) - 1 exactly (T1);
 * categorical policy, softmax(z(s)):  osc(z(s') - z(s)) and TV <= min(1, osc / 4) (T2);
-* a bare ``nn.Sequential``: ||f(s') - f(s)||_2 (no TV; Lipschitz constants only).
+* a bare ``nn.Sequential``: ||f(s') - f(s)||_2 (Lipschitz constants only), or, with a stated
+  policy kind, either of the above: ``kind="categorical"`` reads its outputs as logits,
+  ``kind="gaussian", log_std=...`` as the mean of a Gaussian with that log-standard-deviation.
+  Every function below takes ``kind`` and ``log_std`` for this case.
 
 Bounds on the Lipschitz constant of the statistic, from loosest to tightest:
 
@@ -87,27 +90,49 @@ def _check_eps(eps: float) -> float:
     return eps
 
 
-def mlp_view(module: nn.Module) -> MLPView:
+def mlp_view(
+    module: nn.Module | MLPView,
+    kind: str | None = None,
+    log_std: float | torch.Tensor | None = None,
+) -> MLPView:
     """Read a policy (or a bare ``nn.Sequential``) as an MLP of Linear layers.
 
     Raises ``ValueError`` naming the offending piece when the module is not
     ``Linear, act, Linear, act, ..., Linear`` with one supported activation (tanh or ReLU).
     Weights are read through ``layer.weight``, so masks from ``torch.nn.utils.prune`` count.
+    A bare ``nn.Sequential`` is read as ``kind`` ("raw" by default; "categorical"; or
+    "gaussian" with ``log_std``, a number or one per output). A view passes through unchanged.
     """
-    scale, kind = None, "raw"
-    if isinstance(module, GaussianPolicy):
-        net, kind = module.net, "gaussian"
-        scale = torch.exp(-module.log_std.detach().to(torch.float64))
-    elif isinstance(module, CategoricalPolicy):
-        net, kind = module.net, "categorical"
+    if isinstance(module, MLPView):
+        if kind is not None or log_std is not None:
+            raise ValueError("kind and log_std describe a bare nn.Sequential, not a view")
+        return module
+    scale = None
+    if isinstance(module, GaussianPolicy | CategoricalPolicy):
+        own = "gaussian" if isinstance(module, GaussianPolicy) else "categorical"
+        if kind not in (None, own) or log_std is not None:
+            raise ValueError(f"a {type(module).__name__} carries its own kind ({own}) and "
+                             "log-std; kind and log_std are for a bare nn.Sequential")
+        net, kind = module.net, own
+        if own == "gaussian":
+            scale = torch.exp(-module.log_std.detach().to(torch.float64))
     elif isinstance(module, nn.Sequential):
-        net = module
+        net, kind = module, _stated_kind(kind, log_std)
     else:
         raise ValueError(
             f"cannot certify a {type(module).__name__}: expected a GaussianPolicy, a "
-            "CategoricalPolicy or an nn.Sequential of Linear layers and tanh/ReLU activations"
+            "CategoricalPolicy or an nn.Sequential of Linear layers and tanh/ReLU activations "
+            "(another library's agent: convert it with pruningrl.interop, or load its file "
+            "with pruningrl.zoo.load)"
         )
-    children = list(net.children())
+    weights, biases, activation = _read_layers(list(net.children()))
+    if kind == "gaussian" and scale is None:
+        scale = _gaussian_scale(log_std, weights[-1].shape[0])
+    return MLPView(tuple(weights), tuple(biases), activation, scale, kind)
+
+
+def _read_layers(children: list[nn.Module]) -> tuple[list, list, str | None]:
+    """Weights, biases (float64) and the one activation of ``Linear, act, ..., Linear``."""
     if not children:
         raise ValueError("cannot certify an empty network")
     weights, biases, activations = [], [], set()
@@ -141,9 +166,42 @@ def mlp_view(module: nn.Module) -> MLPView:
         raise ValueError("the network must end with an nn.Linear layer")
     if len(activations) > 1:
         raise ValueError(f"mixed activations {sorted(activations)} are not supported")
-    return MLPView(
-        tuple(weights), tuple(biases), activations.pop() if activations else None, scale, kind
-    )
+    return weights, biases, activations.pop() if activations else None
+
+
+def _stated_kind(kind: str | None, log_std: float | torch.Tensor | None) -> Kind:
+    """The kind a bare nn.Sequential is read as, checked against ``log_std``."""
+    kind = "raw" if kind is None else kind
+    if kind not in ("raw", "categorical", "gaussian"):
+        raise ValueError(f"unknown kind {kind!r}; use 'gaussian', 'categorical' or 'raw'")
+    if kind == "gaussian" and log_std is None:
+        raise ValueError("kind='gaussian' needs log_std, the policy's log-standard-deviation")
+    if kind != "gaussian" and log_std is not None:
+        raise ValueError("log_std belongs to kind='gaussian'")
+    return kind
+
+
+def _gaussian_scale(log_std: float | torch.Tensor, out_dim: int) -> torch.Tensor:
+    """Sigma^{-1/2} = exp(-log_std) as a float64 vector of the output's length."""
+    log_std = torch.as_tensor(log_std, dtype=torch.float64).detach().reshape(-1)
+    if log_std.numel() == 1:
+        log_std = log_std.expand(out_dim)
+    if log_std.shape != (out_dim,) or not torch.isfinite(log_std).all():
+        raise ValueError(f"log_std must be one finite number or {out_dim} of them (one per "
+                         f"output), got shape {tuple(log_std.shape)}")
+    return torch.exp(-log_std)
+
+
+def is_constant(
+    module: nn.Module | MLPView, *, kind: str | None = None, log_std: float | None = None
+) -> bool:
+    """True if the network's output cannot depend on its input: |W_L| ... |W_1| = 0.
+
+    Every Jacobian is bounded entrywise by that product (activation slopes lie in [0, 1]), so
+    a zero product means a constant policy, whose certificate is 0 for a trivial reason: it
+    ignores the state (pruning removed every path from input to output).
+    """
+    return bool((abs_product(mlp_view(module, kind, log_std)) == 0).all())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,30 +280,38 @@ def _statistic_norm(b: torch.Tensor, p: float, kind: Kind) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 
-def abs_product(module: nn.Module) -> torch.Tensor:
+def abs_product(
+    module: nn.Module | MLPView, *, kind: str | None = None, log_std: float | None = None
+) -> torch.Tensor:
     """P = diag(scale) |W_L| |W_{L-1}| ... |W_1|, the entrywise bound on every Jacobian (T3)."""
-    view = mlp_view(module)
+    view = mlp_view(module, kind, log_std)
     product = view.weights[0].abs()
     for weight in view.weights[1:]:
         product = weight.abs() @ product
     return product if view.scale is None else view.scale[:, None] * product
 
 
-def lipschitz_abs_product(module: nn.Module, norm: str | float = "inf") -> float:
+def lipschitz_abs_product(
+    module: nn.Module | MLPView, norm: str | float = "inf", *, kind: str | None = None,
+    log_std: float | None = None,
+) -> float:
     """The global bound of T3: || diag(scale) |W_L| ... |W_1| || into the statistic.
 
     Monotone: an elementwise mask can only lower it.
     """
-    view = mlp_view(module)
-    return float(_statistic_norm(abs_product(module), parse_norm(norm), view.kind))
+    view = mlp_view(module, kind, log_std)
+    return float(_statistic_norm(abs_product(view), parse_norm(norm), view.kind))
 
 
-def lipschitz_layerwise(module: nn.Module, norm: str | float = "inf") -> float:
+def lipschitz_layerwise(
+    module: nn.Module | MLPView, norm: str | float = "inf", *, kind: str | None = None,
+    log_std: float | None = None,
+) -> float:
     """Product of absolute per-layer norms, prod_l || |W_l| ||_{p->p}, closed by the statistic.
 
     Looser than ``lipschitz_abs_product`` (submultiplicativity) and also monotone.
     """
-    view, p = mlp_view(module), parse_norm(norm)
+    view, p = mlp_view(module, kind, log_std), parse_norm(norm)
     last = view.weights[-1].abs()
     if view.scale is not None:
         last = view.scale[:, None] * last
@@ -255,13 +321,16 @@ def lipschitz_layerwise(module: nn.Module, norm: str | float = "inf") -> float:
     return float(bound)
 
 
-def lipschitz_spectral_product(module: nn.Module, norm: str | float = "inf") -> float:
+def lipschitz_spectral_product(
+    module: nn.Module | MLPView, norm: str | float = "inf", *, kind: str | None = None,
+    log_std: float | None = None,
+) -> float:
     """The popular bound prod_l ||W_l||_2 (with ||x||_2 <= sqrt(n) ||x||_inf for the l_inf
     ball and osc(v) <= sqrt(2) ||v||_2 for categorical policies).
 
     Sound, but NOT monotone under pruning: zeroing an entry can raise a spectral norm.
     """
-    view, p = mlp_view(module), parse_norm(norm)
+    view, p = mlp_view(module, kind, log_std), parse_norm(norm)
     weights = list(view.weights)
     if view.scale is not None:
         weights[-1] = view.scale[:, None] * weights[-1]
@@ -313,7 +382,7 @@ def max_slope(lower: torch.Tensor, upper: torch.Tensor, activation: str | None) 
 
 
 def interval_bounds(
-    module: nn.Module, states: torch.Tensor, eps: float, norm: str | float = "inf"
+    module: nn.Module | MLPView, states: torch.Tensor, eps: float, norm: str | float = "inf"
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Sound pre-activation intervals [lower, upper] of every hidden layer over B_p(s, eps).
 
@@ -339,7 +408,8 @@ def interval_bounds(
 
 
 def local_lipschitz(
-    module: nn.Module, states: torch.Tensor, eps: float, norm: str | float = "inf"
+    module: nn.Module | MLPView, states: torch.Tensor, eps: float, norm: str | float = "inf",
+    *, kind: str | None = None, log_std: float | None = None,
 ) -> torch.Tensor:
     """Per-state Lipschitz bound of the statistic over B_p(s, eps) (T4), shape (batch,).
 
@@ -347,11 +417,11 @@ def local_lipschitz(
     the activation's largest slope on layer l's interval. Sound and tighter than the global
     bound, but not monotone under pruning.
     """
-    view, p = mlp_view(module), parse_norm(norm)
-    intervals = interval_bounds(module, states, eps, norm)
+    view, p = mlp_view(module, kind, log_std), parse_norm(norm)
+    intervals = interval_bounds(view, states, eps, norm)
     if not intervals:  # a single affine layer: the Jacobian is the same everywhere
         batch = _as_states(states, view.in_dim).shape[0]
-        return torch.full((batch,), lipschitz_abs_product(module, norm), dtype=torch.float64)
+        return torch.full((batch,), lipschitz_abs_product(view, norm), dtype=torch.float64)
     slopes = [max_slope(lo, hi, view.activation) for lo, hi in intervals]
     last = view.weights[-1].abs()
     if view.scale is not None:
@@ -413,15 +483,20 @@ def softmax_tv_bound(osc: torch.Tensor | float) -> torch.Tensor:
     return torch.clamp(torch.as_tensor(osc, dtype=torch.float64) / 4.0, max=1.0)
 
 
-def policy_tv(policy: nn.Module, states_a: torch.Tensor, states_b: torch.Tensor) -> torch.Tensor:
-    """Exact TV(pi(.|s_a), pi(.|s_b)) per row, for Gaussian and categorical policies."""
-    if isinstance(policy, GaussianPolicy):
-        inv_std = torch.exp(-policy.log_std.to(torch.float64))
-        shift = (policy(states_a).to(torch.float64) - policy(states_b).to(torch.float64)) * inv_std
-        return gaussian_tv(shift.norm(dim=-1))
-    if isinstance(policy, CategoricalPolicy):
+def policy_tv(
+    policy: nn.Module, states_a: torch.Tensor, states_b: torch.Tensor, *,
+    kind: str | None = None, log_std: float | None = None,
+) -> torch.Tensor:
+    """Exact TV(pi(.|s_a), pi(.|s_b)) per row, for Gaussian and categorical policies (or a bare
+    ``nn.Sequential`` with a stated ``kind``)."""
+    view = mlp_view(policy, kind, log_std)
+    if view.kind == "gaussian":
+        shift = (policy(states_a).to(torch.float64) - policy(states_b).to(torch.float64))
+        return gaussian_tv((shift * view.scale).norm(dim=-1))
+    if view.kind == "categorical":
         return categorical_tv(policy(states_a), policy(states_b))
-    raise ValueError(f"policy_tv needs a GaussianPolicy or CategoricalPolicy, got {type(policy)}")
+    raise ValueError("policy_tv of a bare nn.Sequential needs its kind: kind='categorical', "
+                     "or kind='gaussian' with log_std")
 
 
 def tv_from_statistic(statistic: torch.Tensor | float, kind: Kind) -> torch.Tensor:
@@ -439,34 +514,42 @@ def tv_from_statistic(statistic: torch.Tensor | float, kind: Kind) -> torch.Tens
 
 
 def certified_tv(
-    policy: nn.Module,
+    policy: nn.Module | MLPView,
     eps: float,
     norm: str | float = "inf",
     method: Literal["global", "local"] = "global",
     states: torch.Tensor | None = None,
+    *,
+    kind: str | None = None,
+    log_std: float | torch.Tensor | None = None,
 ) -> float | torch.Tensor:
     """An upper bound on sup_{s' in B_p(s, eps)} TV(pi(.|s), pi(.|s')).
 
     ``method="global"``: a float valid for every state, from ``lipschitz_abs_product``;
     nonincreasing under any elementwise pruning mask. ``method="local"``: one value per row of
-    ``states`` (float64 tensor), from ``local_lipschitz``; tighter, not monotone.
+    ``states`` (float64 tensor), from ``local_lipschitz``; tighter, not monotone. A bare
+    ``nn.Sequential`` needs ``kind`` ("categorical", or "gaussian" with ``log_std``).
+    A constant policy (``is_constant``) certifies 0: it ignores its input.
     """
     eps = _check_eps(eps)
-    view = mlp_view(policy)
+    view = mlp_view(policy, kind, log_std)
     if view.kind == "raw":
-        raise ValueError("certified_tv needs a GaussianPolicy or a CategoricalPolicy")
+        raise ValueError("certified_tv of a bare nn.Sequential needs its policy kind: "
+                         "kind='categorical' (its outputs are logits) or kind='gaussian' with "
+                         "log_std (its outputs are a Gaussian's mean)")
     with torch.no_grad():
         if method == "global":
-            return float(tv_from_statistic(eps * lipschitz_abs_product(policy, norm), view.kind))
+            return float(tv_from_statistic(eps * lipschitz_abs_product(view, norm), view.kind))
         if method == "local":
             if states is None:
                 raise ValueError("method='local' needs states, a (batch, obs_dim) tensor")
-            return tv_from_statistic(eps * local_lipschitz(policy, states, eps, norm), view.kind)
+            return tv_from_statistic(eps * local_lipschitz(view, states, eps, norm), view.kind)
     raise ValueError(f"unknown method {method!r}; use 'global' or 'local'")
 
 
 def expected_certified_tv(
-    policy: nn.Module, states: torch.Tensor, eps: float, norm: str | float = "inf"
+    policy: nn.Module | MLPView, states: torch.Tensor, eps: float, norm: str | float = "inf",
+    *, kind: str | None = None, log_std: float | torch.Tensor | None = None,
 ) -> float:
     """The mean of the local certificate over the rows of ``states`` (T5).
 
@@ -475,7 +558,8 @@ def expected_certified_tv(
     F = E_{s ~ d^pi}[sup_{s'} TV]. For states of any other law it estimates the same
     expectation under that law.
     """
-    return float(certified_tv(policy, eps, norm, "local", states).mean())
+    return float(certified_tv(policy, eps, norm, "local", states, kind=kind,
+                              log_std=log_std).mean())
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,13 +7,19 @@
     prune     --agent A --method random|magnitude|gradual|micro --sparsity X [--scope S]
               [--finetune-steps N] --out PATH
     certify   --agent A --eps E [--norm inf|2] [--method global|local] [--json]
+    convert   FILE --env ENV [--vecnormalize F | --kind K [--log-std X] [--activation A]]
+              --out PATH                             a reader's agent as a checkpoint
     sweep     GRID [--out DIR] [--jobs N] [--executor local|ray] [--address A] [--dry-run]
               [--retry-failed] [--json]             a grid of pruned agents, resumable
     results   DIR_OR_GRID [--json]                  a sweep's rows and sweet spots
 
-An agent is a shipped id ``ENV/VARIANT/seedK`` or a checkpoint path. With ``--json`` a command
-prints exactly one JSON object on stdout. Errors print one line on stderr and exit with status 2;
-a file that exists is never overwritten without ``--force``.
+An agent is a shipped id ``ENV/VARIANT/seedK`` or an agent file: a ``pruningrl`` checkpoint, a
+Stable-Baselines3 PPO/A2C zip or a CleanRL PPO state dict, recognised by content. SB3 and CleanRL
+files do not record their environment: name it with ``--env`` (and give an SB3 agent's
+``VecNormalize.save`` file with ``--vecnormalize``). With ``--json`` a command prints exactly one
+JSON object on stdout, also when interrupted (``"interrupted": true``). Bad input prints one line
+on stderr and exits with status 2, before any file is touched; a file that exists is never
+overwritten without ``--force``. Any other failure prints one line too, and exits with status 1.
 """
 
 from __future__ import annotations
@@ -21,11 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shlex
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
@@ -79,6 +88,15 @@ def _nonnegative_int(text: str) -> int:
     return value
 
 
+def _add_agent_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agent", required=True,
+                        help="shipped id, pruningrl checkpoint, SB3 zip or CleanRL state dict")
+    parser.add_argument("--env", default=None,
+                        help="the agent's gymnasium id (needed for SB3 and CleanRL files)")
+    parser.add_argument("--vecnormalize", default=None,
+                        help="an SB3 agent's VecNormalize.save file (observation statistics)")
+
+
 def _check_out(out: Path, force: bool) -> None:
     if out.exists() and out.is_dir():
         raise UsageError(f"{out} is a directory; --out names a checkpoint file")
@@ -96,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a PPO or SA-PPO agent")
     train.add_argument("--env", required=True, help="gymnasium id, e.g. Hopper-v5")
     train.add_argument("--steps", type=_positive_int, default=1_000_000, help="environment steps")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_nonnegative_int, default=0)
     train.add_argument("--sa-reg", type=_nonnegative_float, default=0.0,
                        help="SA-PPO regularizer weight kappa (0: plain PPO)")
     train.add_argument("--eps", type=_nonnegative_float, default=None,
@@ -117,12 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--json", action="store_true")
 
     evaluate = sub.add_parser("evaluate", help="deterministic return over episodes")
-    evaluate.add_argument("--agent", required=True, help="shipped id or checkpoint path")
+    _add_agent_options(evaluate)
     evaluate.add_argument("--episodes", type=_positive_int, default=50)
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--seed", type=_nonnegative_int, default=0,
+                          help="episode k resets with seed S + k")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions")
     evaluate.add_argument("--attack", default=None,
-                          help="random, critic, mad, rs, rs+mad, optimal or paad")
+                          help="none, random, critic, mad, rs, rs+mad, optimal or paad")
     evaluate.add_argument("--eps", type=_nonnegative_float, default=None,
                           help="attack radius on normalized observations (default: the task's)")
     evaluate.add_argument("--norm", choices=("inf", "2"), default="inf", help="attack ball")
@@ -132,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--json", action="store_true")
 
     prune = sub.add_parser("prune", help="prune an agent (one-shot or with a schedule)")
-    prune.add_argument("--agent", required=True, help="shipped id or checkpoint path")
+    _add_agent_options(prune)
     prune.add_argument("--method", required=True, choices=("random", "magnitude", "gradual",
                                                             "micro"))
     prune.add_argument("--sparsity", type=_sparsity, required=True,
@@ -142,21 +161,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="PPO steps after (one-shot) or during (gradual, micro) pruning")
     prune.add_argument("--rate", type=float, default=0.02,
                        help="micro: fraction of the remaining weights pruned per update")
-    prune.add_argument("--seed", type=int, default=0)
+    prune.add_argument("--seed", type=_nonnegative_int, default=0)
     prune.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
     prune.add_argument("--force", action="store_true", help="overwrite an existing --out")
     prune.add_argument("--no-progress", action="store_true")
     prune.add_argument("--json", action="store_true")
 
     certify = sub.add_parser("certify", help="certified total-variation bound")
-    certify.add_argument("--agent", required=True)
+    _add_agent_options(certify)
     certify.add_argument("--eps", type=_nonnegative_float, required=True)
     certify.add_argument("--norm", choices=("inf", "2"), default="inf")
     certify.add_argument("--method", choices=("global", "local"), default="global")
     certify.add_argument("--states", type=_positive_int, default=1000,
                          help="visited states for --method local")
-    certify.add_argument("--seed", type=int, default=0)
+    certify.add_argument("--seed", type=_nonnegative_int, default=0,
+                         help="first episode's reset seed for --method local")
     certify.add_argument("--json", action="store_true")
+
+    _add_convert(sub)
 
     sweep = sub.add_parser("sweep", help="run a grid of pruned agents (resumable)")
     sweep.add_argument("grid", help="a shipped grid name (e.g. smoke) or a TOML file")
@@ -178,11 +200,67 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_convert(sub) -> None:
+    convert = sub.add_parser("convert", help="a reader's agent file as a pruningrl checkpoint")
+    convert.add_argument("source", metavar="FILE",
+                         help="SB3 zip, CleanRL state dict, or an nn.Sequential's state dict")
+    convert.add_argument("--env", required=True, help="the agent's gymnasium id")
+    convert.add_argument("--vecnormalize", default=None,
+                         help="an SB3 agent's VecNormalize.save file")
+    convert.add_argument("--kind", choices=("gaussian", "categorical"), default=None,
+                         help="an nn.Sequential's policy kind (its outputs: mean or logits)")
+    convert.add_argument("--log-std", type=float, default=None,
+                         help="the Gaussian's log-standard-deviation (with --kind gaussian)")
+    convert.add_argument("--activation", choices=("tanh", "relu"), default="tanh",
+                         help="an nn.Sequential's activation (its state dict does not say)")
+    convert.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
+    convert.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    convert.add_argument("--json", action="store_true")
+
+
 def _emit(payload: dict, as_json: bool, lines: Sequence[str]) -> None:
-    if as_json:
-        print(json.dumps(payload, sort_keys=True))
+    if as_json:  # strict JSON: a NaN or infinity is a bug to report, never a value to print
+        print(json.dumps(payload, sort_keys=True, allow_nan=False))
     else:
         print("\n".join(lines))
+
+
+def _warn(message: str) -> None:
+    print(f"pruningrl: warning: {message}", file=sys.stderr)
+
+
+def _load(args: argparse.Namespace):
+    """The ``--agent`` of a command, with what its conversion assumed as warning lines."""
+    from pruningrl.zoo import load
+
+    return _saying_assumptions(load, args.agent, args.env, args.vecnormalize)
+
+
+def _saying_assumptions(reader, *arguments):
+    """``reader(*arguments)``, each ``InteropWarning`` it raises printed as one line."""
+    from pruningrl.interop import InteropWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InteropWarning)
+        agent = reader(*arguments)
+    for warning in caught:
+        if issubclass(warning.category, InteropWarning):
+            _warn(str(warning.message))
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename,
+                                 warning.lineno)
+    return agent
+
+
+def _constant_policy(policy) -> bool:
+    """Whether pruning left the policy constant; says so on stderr (its certificate is 0)."""
+    from pruningrl.bounds import is_constant
+
+    constant = is_constant(policy)
+    if constant:
+        _warn("the policy is constant: every path from observation to action has a zero "
+              "weight, so it ignores the state and certifies 0 for that reason alone")
+    return constant
 
 
 def cmd_agents(args: argparse.Namespace) -> int:
@@ -198,20 +276,21 @@ def cmd_agents(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from pruningrl.envs import check_env_id, task_eps
-    from pruningrl.ppo import PPOConfig, train, train_state_path
+def _train_plan(args: argparse.Namespace) -> tuple:
+    """Every check of ``train``'s input, before any file is touched: (config, hooks, extra)."""
+    from pruningrl.envs import env_spec, task_eps
+    from pruningrl.ppo import PPOConfig, train_state_path
 
-    check_env_id(args.env)
     out = Path(args.out)
+    if out.is_dir():
+        raise UsageError(f"{out} is a directory; --out names a checkpoint file")
     if args.resume and args.force:
         raise UsageError("--resume and --force exclude each other")
     if args.resume and not train_state_path(out).is_file():
         raise UsageError(f"nothing to resume: {train_state_path(out)} does not exist")
     if out.exists() and not (args.resume or args.force):
         raise UsageError(f"{out} exists; pass --resume to continue it or --force to overwrite")
-    if out.exists() and out.is_dir():
-        raise UsageError(f"{out} is a directory; --out names a checkpoint file")
+    env_spec(args.env)  # an unknown, unsupported or uninstallable env fails here
     settings: dict = {"env_id": args.env, "total_steps": args.steps, "seed": args.seed}
     if args.sa_reg > 0:
         eps = args.eps if args.eps is not None else task_eps(args.env)
@@ -220,13 +299,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings.update(sa_reg=args.sa_reg, sa_eps=eps)
     elif args.eps is not None:
         raise UsageError("--eps is the SA-PPO radius: give it with --sa-reg")
-    hooks = []
+    hooks, extra = [], None
     if args.prune_method is not None:
         if args.sparsity is None:
             raise UsageError("--prune-method needs --sparsity")
         from pruningrl.pruning import schedule
 
         hooks.append(schedule(args.prune_method, args.sparsity, args.scope))
+        extra = {"pruning": {"method": args.prune_method, "scope": args.scope,
+                             "target_sparsity": args.sparsity, "during": "training"}}
     elif args.sparsity is not None:
         raise UsageError("--sparsity needs --prune-method gradual|micro (or use `prune`)")
     if args.num_envs is not None:
@@ -234,24 +315,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.workers is not None:
         settings["num_workers"] = args.workers
     settings.update(_ppo_settings(args.set, settings))
-    config = PPOConfig.from_dict(settings).validate()
-    if args.force:
+    return PPOConfig.from_dict(settings).validate(), hooks, extra
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pruningrl.ppo import train, train_state_path
+
+    config, hooks, extra = _train_plan(args)
+    out = Path(args.out)
+    if args.force:  # only now that every input has been checked
         train_state_path(out).unlink(missing_ok=True)
     command = "python -m pruningrl " + shlex.join(sys.argv[1:]) if sys.argv else None
-    extra = None
-    if hooks:
-        extra = {"pruning": {"method": args.prune_method, "scope": args.scope,
-                             "target_sparsity": args.sparsity, "during": "training"}}
     result = train(config, out, hooks=hooks, resume=args.resume,
                    progress=not args.no_progress, command=command, extra_metadata=extra)
-    if result.interrupted:
-        print(f"pruningrl: interrupted at {result.steps} steps; the last checkpoint {out} is "
-              "intact, continue with --resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
     payload = {"out": str(out), "env_id": config.env_id, "variant": config.variant,
-               "seed": config.seed, "steps": result.steps,
+               "seed": config.seed, "steps": result.steps, "interrupted": result.interrupted,
                "wall_time_s": round(result.wall_time_s, 1),
                "samples_per_s": round(result.samples_per_s, 1)}
+    if result.interrupted:
+        saved = (f"the last checkpoint {out} is intact, continue with --resume"
+                 if train_state_path(out).is_file() else "before its first checkpoint; "
+                 "nothing was saved")
+        return _interrupted(f"interrupted at {result.steps} steps; {saved}", payload, args.json)
     curve = result.agent.metadata["curve"]["return"]
     last = next((r for r in reversed(curve) if r is not None), None)
     payload["last_training_return"] = last
@@ -260,6 +345,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"steps in {result.wall_time_s:.0f} s ({result.samples_per_s:.0f} samples/s); "
         f"saved {out}"])
     return 0
+
+
+def _interrupted(message: str, payload: dict, as_json: bool) -> int:
+    """Ctrl-C: one line on stderr and, with --json, the JSON object scripts wait for."""
+    print(f"pruningrl: {message}", file=sys.stderr)
+    if as_json:
+        _emit({**payload, "interrupted": True, "message": message}, True, [])
+    return EXIT_INTERRUPTED
 
 
 def _ppo_settings(items: list[str], given: dict) -> dict:
@@ -290,38 +383,48 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pruningrl.attack_suite import ATTACKS, LEARNED, AttackBudget, make_attack
     from pruningrl.envs import task_eps
     from pruningrl.evaluation import evaluate
-    from pruningrl.zoo import load, resolve
 
-    if args.eps is not None and args.attack is None:
+    name = None if args.attack in (None, "none") else args.attack  # "none": no attack
+    if args.eps is not None and name is None:
         raise UsageError("--eps is an attack radius: give it with --attack NAME")
-    if args.attack is not None and args.attack not in ATTACKS:
-        raise UsageError(f"unknown attack {args.attack!r}; choose one of {', '.join(ATTACKS)}")
-    if args.attack_budget is not None and args.attack not in LEARNED:
+    if name is not None and name not in ATTACKS:
+        raise UsageError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    if args.attack_budget is not None and name not in LEARNED:
         raise UsageError(f"--attack-budget is for a learned attack ({', '.join(LEARNED)})")
-    agent = load(args.agent)
+    agent = _load(args)
     attack, eps = None, None
-    if args.attack is not None:
+    if name is not None:
         eps = args.eps if args.eps is not None else task_eps(agent.env_id)
         if eps is None:
             raise UsageError(f"--attack needs --eps for {agent.env_id} (no literature default)")
         budget = AttackBudget()
         if args.attack_budget is not None:
-            field = "sarsa_samples" if args.attack in ("rs", "rs+mad") else "adversary_steps"
+            field = "sarsa_samples" if name in ("rs", "rs+mad") else "adversary_steps"
             budget = AttackBudget(**{field: args.attack_budget})
-        attack = make_attack(args.attack, agent, eps, norm=args.norm, seed=args.seed,
-                             victim_path=resolve(args.agent), budget=budget,
+        attack = make_attack(name, agent, eps, norm=args.norm, seed=args.seed,
+                             victim_path=_checkpoint_path(args.agent), budget=budget,
                              progress=sys.stderr.isatty())
     result = evaluate(agent, episodes=args.episodes, seed=args.seed,
                       deterministic=not args.stochastic, attack=attack)
-    payload = {"agent": str(args.agent), **result.to_dict(), "attack": args.attack or "none",
+    payload = {"agent": str(args.agent), **result.to_dict(), "attack": name or "none",
                "eps": eps, "norm": args.norm if attack is not None else None,
                "attacker": attack.info if attack is not None else None}
     _emit(payload, args.json, [
-        f"{args.agent}{'' if attack is None else f' under {args.attack} (eps {eps})'}: "
+        f"{args.agent}{'' if attack is None else f' under {name} (eps {eps})'}: "
         f"{result.mean_return:.1f} +- {result.std_return:.1f} over "
         f"{result.episodes} episodes ({'stochastic' if args.stochastic else 'deterministic'}, "
         f"seeds {args.seed}..{args.seed + result.episodes - 1})"])
     return 0
+
+
+def _checkpoint_path(agent: str) -> Path | None:
+    """The agent's own file if it is a pruningrl checkpoint (learned attackers are cached beside
+    it and load it); None for a converted agent (they use the user cache and a saved copy)."""
+    from pruningrl.interop import PRUNINGRL, sniff
+    from pruningrl.zoo import resolve
+
+    path = resolve(agent)
+    return path if sniff(path) == PRUNINGRL else None
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -329,12 +432,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     from pruningrl.envs import task_eps
     from pruningrl.finetune import check_prune_settings, prune_and_finetune
     from pruningrl.pruning import layer_sparsity, sparsity
-    from pruningrl.zoo import load
 
     out = Path(args.out)
     _check_out(out, args.force)
     check_prune_settings(args.method, args.sparsity, args.scope, args.finetune_steps)
-    agent = load(args.agent)
+    agent = _load(args)
     eps = task_eps(agent.env_id) or 0.05
     tv_before = certified_tv(agent.policy, eps)
     command = "python -m pruningrl " + shlex.join(sys.argv[1:]) if sys.argv else None
@@ -342,20 +444,23 @@ def cmd_prune(args: argparse.Namespace) -> int:
                                 args.finetune_steps, args.seed, args.rate, out,
                                 progress=not args.no_progress, command=command)
     if result.interrupted:
-        print(f"pruningrl: interrupted; {out} holds the last checkpoint", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        saved = f"{out} holds the last checkpoint" if out.is_file() else "nothing was saved"
+        return _interrupted(f"interrupted while fine-tuning; {saved}",
+                            {"out": str(out), "env_id": agent.env_id}, args.json)
     pruned = result.agent
     record = {**pruned.metadata["pruning"], "parent": str(args.agent)}
     samples_per_s = None if result.samples_per_s is None else round(result.samples_per_s, 1)
-    payload = {"out": str(out), "env_id": pruned.env_id, **record,
+    payload = {"out": str(out), "env_id": pruned.env_id, **record, "interrupted": False,
                "sparsity": sparsity(pruned.policy), "layer_sparsity": layer_sparsity(pruned.policy),
                "eps": eps, "certified_tv_before": tv_before,
                "certified_tv": certified_tv(pruned.policy, eps),
+               "constant_policy": _constant_policy(pruned.policy),
                "finetune_samples_per_s": samples_per_s}
     _emit(payload, args.json, [
         f"pruned {args.agent} by {args.method} ({args.scope}) to sparsity "
         f"{payload['sparsity']:.4f}; certified TV at eps {eps}: {tv_before:.4g} -> "
-        f"{payload['certified_tv']:.4g}; saved {out}"])
+        f"{payload['certified_tv']:.4g}{' (a constant policy)' * payload['constant_policy']}; "
+        f"saved {out}"])
     return 0
 
 
@@ -363,18 +468,19 @@ def cmd_certify(args: argparse.Namespace) -> int:
     from pruningrl.bounds import certified_tv, lipschitz_abs_product, local_lipschitz
     from pruningrl.evaluation import visited_states
     from pruningrl.pruning import layer_sparsity, sparsity
-    from pruningrl.zoo import load
 
-    agent = load(args.agent)
+    agent = _load(args)
     policy = agent.policy
     payload = {"agent": str(args.agent), "env_id": agent.env_id, "eps": args.eps,
                "norm": args.norm, "method": args.method, "sparsity": sparsity(policy),
-               "layer_sparsity": layer_sparsity(policy)}
+               "layer_sparsity": layer_sparsity(policy),
+               "constant_policy": _constant_policy(policy)}
+    constant = " (a constant policy)" if payload["constant_policy"] else ""
     if args.method == "global":
         tv = certified_tv(policy, args.eps, args.norm, "global")
         payload.update(certified_tv=tv, lipschitz=lipschitz_abs_product(policy, args.norm))
         lines = [f"{args.agent}: certified TV <= {tv:.6g} for every state "
-                 f"(eps {args.eps}, l_{args.norm}, sparsity {payload['sparsity']:.3f})"]
+                 f"(eps {args.eps}, l_{args.norm}, sparsity {payload['sparsity']:.3f}){constant}"]
     else:
         states = visited_states(agent, args.states, seed=args.seed)
         tv = certified_tv(policy, args.eps, args.norm, "local", states)
@@ -383,8 +489,39 @@ def cmd_certify(args: argparse.Namespace) -> int:
                        lipschitz=float(lip.mean()), lipschitz_max=float(lip.max()),
                        states=int(states.shape[0]))
         lines = [f"{args.agent}: local certified TV mean {float(tv.mean()):.6g}, max "
-                 f"{float(tv.max()):.6g} over {states.shape[0]} visited states (eps {args.eps})"]
+                 f"{float(tv.max()):.6g} over {states.shape[0]} visited states "
+                 f"(eps {args.eps}){constant}"]
     _emit(payload, args.json, lines)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from pruningrl.agent import save_agent
+    from pruningrl.interop import TORCH, cleanrl_kind, read_state_dict, sniff
+    from pruningrl.zoo import load
+
+    out = Path(args.out)
+    _check_out(out, args.force)
+    source = Path(args.source)
+    if not source.is_file():
+        raise UsageError(f"no agent file at {source}")
+    bare = sniff(source) == TORCH and cleanrl_kind(read_state_dict(source)) is None
+    if bare and args.kind is None:
+        raise UsageError(f"{source} holds a bare network: give its --kind (and --log-std for "
+                         "a Gaussian)")
+    if not bare and (args.kind is not None or args.log_std is not None):
+        raise UsageError(f"{source} says what its policy is: --kind and --log-std are for a "
+                         "bare nn.Sequential's state dict")
+    if bare:
+        agent = _saying_assumptions(_from_state_dict, source, args)
+    else:
+        agent = _saying_assumptions(load, source, args.env, args.vecnormalize)
+    save_agent(agent, out)
+    payload = {"out": str(out), "env_id": agent.env_id, "source": agent.metadata["source"],
+               "policy": agent.policy.config(), "notes": agent.metadata["notes"],
+               "normalize_obs": agent.normalize_obs}
+    _emit(payload, args.json, [f"converted {source} ({payload['source']['format']}) for "
+                               f"{agent.env_id}; saved {out}"])
     return 0
 
 
@@ -456,19 +593,45 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"agents": cmd_agents, "train": cmd_train, "evaluate": cmd_evaluate,
-            "prune": cmd_prune, "certify": cmd_certify, "sweep": cmd_sweep,
-            "results": cmd_results}
+            "prune": cmd_prune, "certify": cmd_certify, "convert": cmd_convert,
+            "sweep": cmd_sweep, "results": cmd_results}
+
+
+def _from_state_dict(source: Path, args: argparse.Namespace):
+    from pruningrl.interop import from_sequential, read_state_dict, sequential_from_state_dict
+
+    net = sequential_from_state_dict(read_state_dict(source), args.activation)
+    return from_sequential(net, args.env, args.kind, log_std=args.log_std)
+
+
+def _input_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean bad input (an argument, a file, an environment), not a bug."""
+    import gymnasium
+
+    return (UsageError, ValueError, gymnasium.error.Error, OSError)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point; returns the exit status (0, 1 failure, 2 bad input, 130 interrupted)."""
+    args = None
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
-    except (UsageError, ValueError) as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"pruningrl: error: {message}", file=sys.stderr)
-        return EXIT_USAGE
     except KeyboardInterrupt:
-        print("pruningrl: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        as_json = bool(getattr(args, "json", False))
+        return _interrupted("interrupted", {"command": getattr(args, "command", None)}, as_json)
+    except Exception as error:  # noqa: BLE001 - every failure ends as one line
+        if isinstance(error, _input_errors()):
+            print(f"pruningrl: error: {_first_line(error)}", file=sys.stderr)
+            return EXIT_USAGE
+        if os.environ.get("PRUNINGRL_DEBUG"):
+            raise
+        print(f"pruningrl: error: {type(error).__name__}: {_first_line(error)} (not an input "
+              "problem we recognise; rerun with PRUNINGRL_DEBUG=1 for the traceback and report "
+              "it)", file=sys.stderr)
+        return EXIT_FAILURE

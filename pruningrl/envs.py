@@ -39,8 +39,24 @@ def check_env_id(env_id: str) -> str:
 
 
 def make_env(env_id: str, **kwargs) -> gym.Env:
-    """``gymnasium.make(env_id, **kwargs)`` after checking the id."""
-    return gym.make(check_env_id(env_id), **kwargs)
+    """``gymnasium.make(env_id, **kwargs)`` after checking the id.
+
+    A registered env whose own dependency is missing (``CarRacing-v3`` without Box2D) raises a
+    one-line ``ValueError`` that says what to install, as an unknown id does.
+    """
+    check_env_id(env_id)
+    try:
+        return gym.make(env_id, **kwargs)
+    except gym.error.DependencyNotInstalled as error:
+        hint = str(error).strip().splitlines()[0] if str(error).strip() else "a dependency"
+        raise ValueError(f"{env_id} cannot be made here: {hint}") from None
+
+
+def check_seed(seed: int) -> int:
+    """Return ``seed`` if it is an integer >= 0 (gymnasium's rule), else a ``ValueError``."""
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    return int(seed)
 
 
 @dataclass(frozen=True)

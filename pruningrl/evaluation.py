@@ -15,12 +15,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-import gymnasium as gym
 import numpy as np
 import torch
 
 from pruningrl.agent import Agent
-from pruningrl.envs import check_env_id
+from pruningrl.envs import check_env_id, check_seed, make_env
 
 Attack = Callable[[torch.Tensor], torch.Tensor]
 
@@ -66,10 +65,11 @@ def evaluate(
     """Run ``episodes`` episodes of ``agent``, clean or with ``attack`` on its normalized states."""
     if episodes < 1:
         raise ValueError(f"episodes must be positive, got {episodes}")
+    check_seed(seed)
     check_env_id(agent.env_id)
     torch.set_num_threads(1)
     num_envs = max(1, min(num_envs, episodes))
-    envs = [gym.make(agent.env_id, disable_env_checker=True) for _ in range(num_envs)]
+    envs = [make_env(agent.env_id, disable_env_checker=True) for _ in range(num_envs)]
     generator = torch.Generator().manual_seed(seed)
     discrete = agent.discrete
     if not discrete:
@@ -142,8 +142,9 @@ def visited_states(
     """
     if count < 1:
         raise ValueError(f"count must be positive, got {count}")
+    check_seed(seed)
     torch.set_num_threads(1)
-    env = gym.make(check_env_id(agent.env_id), disable_env_checker=True)
+    env = make_env(agent.env_id, disable_env_checker=True)
     states: list[torch.Tensor] = []
     collected = 0
     try:
@@ -253,7 +254,8 @@ def evaluate_random_policy(env_id: str, episodes: int = 50, seed: int = 0) -> Ev
     its actions from the action space seeded with the same number (R_rand of the book)."""
     if episodes < 1:
         raise ValueError(f"episodes must be positive, got {episodes}")
-    env = gym.make(check_env_id(env_id), disable_env_checker=True)
+    check_seed(seed)
+    env = make_env(env_id, disable_env_checker=True)
     returns, lengths = [], []
     try:
         for k in range(episodes):

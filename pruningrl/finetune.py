@@ -13,7 +13,7 @@ starts from the agent's own training configuration, seeded by ``seed``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pruningrl.agent import Agent, clone_policy, save_agent
 from pruningrl.pruning import METHODS, SCOPES, _check_sparsity, one_shot_prune, schedule
@@ -44,6 +44,15 @@ def check_prune_settings(method: str, sparsity: float, scope: str, finetune_step
         raise ValueError(f"{method!r} pruning is a schedule: it needs fine-tuning steps")
 
 
+def _settings_of(agent: Agent) -> dict:
+    """PPO settings that keep an agent without a training record (a reader's own, converted
+    by ``pruningrl.interop``) as it is: its networks, activation and observation handling."""
+    policy_config = agent.policy.config()
+    return {"env_id": agent.env_id, "hidden": list(policy_config["hidden"]),
+            "activation": policy_config["activation"], "normalize_obs": agent.normalize_obs,
+            "clip_obs": agent.clip_obs}
+
+
 def prune_and_finetune(
     agent: Agent,
     method: str,
@@ -67,8 +76,7 @@ def prune_and_finetune(
     record = {"method": method, "scope": scope, "target_sparsity": sparsity, "seed": seed,
               "finetune_steps": finetune_steps,
               "parent_code_version": agent.metadata.get("code_version")}
-    working = Agent(agent.env_id, clone_policy(agent.policy), agent.value, agent.obs_mean,
-                    agent.obs_var, agent.clip_obs, agent.normalize_obs, dict(agent.metadata))
+    working = replace(agent, policy=clone_policy(agent.policy), metadata=dict(agent.metadata))
     scheduled = method in SCHEDULES
     if sparsity > 0 and not scheduled:
         one_shot_prune(working.policy, method, sparsity, scope, seed)
@@ -77,7 +85,7 @@ def prune_and_finetune(
         if out is not None:
             save_agent(working, out)
         return PruneResult(working)
-    settings = dict(agent.metadata.get("config") or {"env_id": agent.env_id})
+    settings = dict(agent.metadata.get("config") or _settings_of(agent))
     settings.update(total_steps=finetune_steps, seed=seed, freeze_obs_norm=True, num_workers=0)
     config = PPOConfig.from_dict(settings).validate()
     hooks = [schedule(method, sparsity, scope, rate)] if scheduled and sparsity > 0 else []

@@ -42,7 +42,7 @@ from torch import nn
 
 from pruningrl.agent import Agent, _atomic_write, _attach_masks, clone_policy, save_agent
 from pruningrl.balls import ascent_direction, project_to_ball, random_in_ball
-from pruningrl.envs import VectorEnv, check_env_id, env_spec
+from pruningrl.envs import VectorEnv, check_env_id, check_seed, env_spec
 from pruningrl.gradients import NumpyGradients, NumpyMLP, divergence_gradients
 from pruningrl.normalization import ObservationNormalizer, RewardScaler
 from pruningrl.policies import (
@@ -125,6 +125,7 @@ class PPOConfig:
         check_env_id(self.env_id)
         if self.total_steps <= 0:
             raise ValueError(f"total_steps must be positive, got {self.total_steps}")
+        check_seed(self.seed)
         for name in ("steps_per_iteration", "num_envs", "epochs", "minibatches", "sa_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -395,6 +396,8 @@ def train(
             obs_var=obs_norm.rms.var.copy(),
             clip_obs=config.clip_obs,
             normalize_obs=config.normalize_obs,
+            action_low=None if init is None else init.action_low,
+            action_high=None if init is None else init.action_high,
             metadata={
                 "algorithm": config.variant,
                 "config": config.to_dict(),

@@ -2,8 +2,10 @@
 
 Each agent is ``pruningrl/agents/ENV/VARIANT/seedK.safetensors``, with a ``seedK.json`` beside
 it recording how it was made (the exact command, code version, wall time) and its deterministic
-evaluation. ``resolve`` also accepts a path to any agent checkpoint, so a reader's own agents
-and pruned checkpoints go wherever a shipped id does.
+evaluation. ``resolve`` and ``load`` also accept a path to an agent file, so a reader's own
+agents and pruned checkpoints go wherever a shipped id does: a ``pruningrl`` checkpoint, a
+Stable-Baselines3 PPO/A2C zip or a CleanRL PPO state dict, recognised by content
+(``pruningrl.interop``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import os
 import re
 from pathlib import Path
 
-from pruningrl.agent import Agent, load_agent
+from pruningrl.agent import Agent
+from pruningrl.interop import read_agent
 
 AGENTS_DIR = Path(__file__).resolve().parent / "agents"
 _ID = re.compile(r"^(?P<env>[A-Za-z0-9_\-]+)/(?P<variant>[a-z0-9_+\-]+)/seed(?P<seed>\d+)$")
@@ -56,6 +59,14 @@ def resolve(agent: str | os.PathLike) -> Path:
     return path
 
 
-def load(agent: str | os.PathLike) -> Agent:
-    """Load a shipped agent by id (``Hopper-v5/ppo/seed0``) or any agent checkpoint by path."""
-    return load_agent(resolve(agent))
+def load(
+    agent: str | os.PathLike,
+    env_id: str | None = None,
+    vecnormalize: str | os.PathLike | None = None,
+) -> Agent:
+    """Load a shipped agent by id (``Hopper-v5/ppo/seed0``) or any agent file by path.
+
+    SB3 and CleanRL files need ``env_id`` (they do not record it); ``vecnormalize`` is an SB3
+    agent's ``VecNormalize.save`` file. ``ValueError`` for anything unreadable.
+    """
+    return read_agent(resolve(agent), env_id, vecnormalize)

@@ -23,6 +23,7 @@ if ! "$VPY" -c "import torch" 2>/dev/null; then
 fi
 # the exact versions the notebooks' committed outputs were made with (scripts/constraints.txt)
 "$VPY" -m pip install --quiet -r requirements.txt -c scripts/constraints.txt
-"$VPY" -m pip install --quiet -e ".[ray]" -c scripts/constraints.txt  # sweeps run under Ray too
+# sweeps run under Ray too; the tests convert Stable-Baselines3 agents
+"$VPY" -m pip install --quiet -e ".[ray,test]" -c scripts/constraints.txt
 "$VPY" -m ipykernel install --sys-prefix --name python3 >/dev/null
 echo "$want" > "$stamp"

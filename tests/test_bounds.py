@@ -300,3 +300,56 @@ def test_global_certificate_is_fast_enough_to_call_often():
     """Not a timing test: only checks the call works on the 64-64 shape the benchmark times."""
     policy = GaussianPolicy(11, 3)
     assert 0.0 <= bounds.certified_tv(policy, 0.075) <= 1.0
+
+
+# --- a bare nn.Sequential, read as the policy its caller states ---------------------------------
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "categorical"])
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_a_bare_sequential_certifies_as_the_policy_it_is_stated_to_be(kind, activation):
+    policy = make_policy(kind, 3, activation=activation)
+    stated = {"kind": kind, "log_std": -0.5 if kind == "gaussian" else None}
+    net = policy.net  # the very network inside the policy, bare
+    states = torch.randn(64, 5)
+    for norm in NORMS:
+        assert bounds.certified_tv(net, 0.1, norm, **stated) == bounds.certified_tv(
+            policy, 0.1, norm)
+        torch.testing.assert_close(
+            bounds.certified_tv(net, 0.1, norm, "local", states, **stated),
+            bounds.certified_tv(policy, 0.1, norm, "local", states), rtol=0, atol=0)
+        for lipschitz in (bounds.lipschitz_abs_product, bounds.lipschitz_layerwise,
+                          bounds.lipschitz_spectral_product):
+            assert lipschitz(net, norm, **stated) == lipschitz(policy, norm)
+    assert bounds.expected_certified_tv(net, states, 0.1, **stated) == \
+        bounds.expected_certified_tv(policy, states, 0.1)
+    torch.testing.assert_close(bounds.policy_tv(net, states, states + 0.05, **stated),
+                               bounds.policy_tv(policy, states, states + 0.05))
+    assert not bounds.is_constant(net, **stated)
+
+
+def test_a_bare_sequential_needs_its_kind_for_a_total_variation():
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    assert bounds.lipschitz_abs_product(net) > 0  # the raw statistic needs no kind
+    with pytest.raises(ValueError, match="kind"):
+        bounds.certified_tv(net, 0.1)
+    with pytest.raises(ValueError, match="log_std"):
+        bounds.certified_tv(net, 0.1, kind="gaussian")
+    with pytest.raises(ValueError, match="log_std"):
+        bounds.certified_tv(net, 0.1, kind="categorical", log_std=0.0)
+    with pytest.raises(ValueError, match="log_std must be"):
+        bounds.certified_tv(net, 0.1, kind="gaussian", log_std=torch.zeros(3))
+    with pytest.raises(ValueError, match="carries its own kind"):
+        bounds.certified_tv(make_policy("gaussian", 0), 0.1, kind="categorical")
+    assert 0 < bounds.certified_tv(net, 0.1, kind="gaussian", log_std=[0.0, -1.0]) < 1
+
+
+def test_a_policy_pruned_of_its_whole_output_layer_is_constant():
+    policy = make_policy("categorical", 1)
+    assert not bounds.is_constant(policy)
+    masks = [torch.ones_like(layer.weight) for layer in policy.net if isinstance(layer, nn.Linear)]
+    masks[-1].zero_()
+    apply_masks(policy, masks)
+    assert bounds.is_constant(policy) and bounds.certified_tv(policy, 1.0) == 0.0
+    states = torch.randn(16, 5)
+    assert torch.equal(policy(states), policy(states + 3.0))  # it ignores the state

@@ -1,6 +1,8 @@
 """The command line and agent checkpoints: the command-line contract, bad input, safe loading."""
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -266,3 +268,230 @@ def test_a_learned_attacker_is_trained_once_and_reported_with_its_budget(capsys,
     code, out, _ = run(capsys, *argv)
     assert code == 0 and cached[0].stat().st_mtime_ns == stamp
     assert json.loads(out)["mean_return"] == first["mean_return"]
+
+
+# ----------------------------------------------------------------------------- reliability
+# One test per defect found on the command line; each fails without its fix.
+
+
+@pytest.mark.parametrize("argv", [
+    ["evaluate", "--agent", "CartPole-v1/ppo/seed0", "--episodes", "1", "--seed", "-1"],
+    ["certify", "--agent", "CartPole-v1/ppo/seed0", "--eps", "0.1", "--method", "local",
+     "--seed", "-1"],
+    ["prune", "--agent", "CartPole-v1/ppo/seed0", "--method", "magnitude", "--sparsity", "0.5",
+     "--seed", "-1", "--out", "x.safetensors"],
+    ["train", "--env", "CartPole-v1", "--seed", "-1", "--out", "x.safetensors"],
+])
+def test_a_negative_seed_is_bad_input(capsys, argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(*run(capsys, *argv))
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_the_api_refuses_a_negative_seed(agent_file):
+    agent = load_agent(agent_file)
+    for call in (lambda: evaluate(agent, episodes=1, seed=-1),
+                 lambda: visited_states(agent, 10, seed=-1),
+                 lambda: PPOConfig(seed=-1, **TINY).validate()):
+        with pytest.raises(ValueError, match="seed"):
+            call()
+
+
+def _missing_dependency(**kwargs):
+    import gymnasium as gym
+
+    raise gym.error.DependencyNotInstalled("the simulator is not installed: pip install simx")
+
+
+@pytest.fixture()
+def env_with_missing_dependency():
+    import gymnasium as gym
+
+    gym.register("MissingDependency-v0", entry_point=_missing_dependency)
+    yield "MissingDependency-v0"
+    del gym.envs.registry["MissingDependency-v0"]
+
+
+def test_an_env_whose_dependency_is_missing_is_bad_input(capsys, tmp_path, monkeypatch,
+                                                         env_with_missing_dependency):
+    monkeypatch.chdir(tmp_path)
+    for env_id in ("CarRacing-v3", env_with_missing_dependency):  # CarRacing: Box2D or pixels
+        code, out, err = run(capsys, "train", "--env", env_id, "--steps", "256", "--out",
+                             "x.safetensors")
+        assert_one_line_error(code, out, err)
+    assert "pip install simx" in err
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_an_unexpected_failure_is_one_line_with_a_hint(capsys, monkeypatch):
+    from pruningrl import cli
+
+    def broken(args):
+        raise RuntimeError("something inside broke\nsecond line")
+
+    monkeypatch.setitem(cli.COMMANDS, "agents", broken)
+    monkeypatch.delenv("PRUNINGRL_DEBUG", raising=False)
+    code, out, err = run(capsys, "agents")
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "RuntimeError: something inside broke" in err and "PRUNINGRL_DEBUG=1" in err
+    monkeypatch.setenv("PRUNINGRL_DEBUG", "1")
+    with pytest.raises(RuntimeError):
+        main(["agents"])
+
+
+@pytest.mark.parametrize("bad", [["--env", "CarRacing-v3"], ["--env", "NoSuchEnv-v9"],
+                                 ["--env", "CartPole-v1", "--seed", "-1"],
+                                 ["--env", "CartPole-v1", "--set", "no_such_setting=1"],
+                                 ["--env", "CartPole-v1", "--sparsity", "0.5"]])
+def test_train_force_checks_everything_before_deleting_the_training_state(capsys, tmp_path,
+                                                                          bad):
+    from pruningrl.ppo import train_state_path
+
+    out = tmp_path / "run.safetensors"
+    out.write_bytes(b"an interrupted run's checkpoint")
+    train_state_path(out).write_bytes(b"its training state")
+    assert_one_line_error(*run(capsys, "train", *bad, "--steps", "256", "--force", "--out",
+                               str(out)))
+    assert train_state_path(out).read_bytes() == b"its training state"
+    assert out.read_bytes() == b"an interrupted run's checkpoint"
+
+
+def _damaged_copy(source, target, **changes):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(source))
+    with safe_open(str(source), framework="pt") as handle:
+        metadata = handle.metadata()
+    for name, (index, value) in changes.items():
+        tensors[name].view(-1)[index] = value
+    save_file(tensors, str(target), metadata=metadata)
+    return target
+
+
+@pytest.mark.parametrize("name,value", [("policy.net.0.weight", float("nan")),
+                                        ("value.net.2.bias", float("inf")),
+                                        ("obs_norm.var", float("nan")),
+                                        ("obs_norm.mean", float("-inf")),
+                                        ("policy.log_std", float("nan"))])
+def test_non_finite_weights_and_statistics_are_refused_at_load(capsys, tmp_path, monkeypatch,
+                                                               name, value):
+    monkeypatch.chdir(tmp_path)
+    bad = _damaged_copy(resolve("Hopper-v5/ppo/seed0"), tmp_path / "nan.safetensors",
+                        **{name: (0, value)})
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        load_agent(bad)
+    assert_one_line_error(*run(capsys, "certify", "--agent", str(bad), "--eps", "0.05",
+                               "--json"))
+    assert_one_line_error(*run(capsys, "evaluate", "--agent", str(bad), "--episodes", "1"))
+    assert not (tmp_path / "MUJOCO_LOG.TXT").exists()
+
+
+def test_json_output_is_strict(capsys):
+    from pruningrl.cli import _emit
+
+    with pytest.raises(ValueError):
+        _emit({"certified_tv": float("nan")}, True, [])
+
+
+def test_a_dead_policy_is_flagged(capsys, tmp_path):
+    out = tmp_path / "dead.safetensors"
+    code, stdout, err = run(capsys, "prune", "--agent", "CartPole-v1/ppo/seed0", "--method",
+                            "magnitude", "--sparsity", "0.95", "--out", str(out), "--json")
+    assert code == 0
+    payload = json.loads(stdout)
+    assert payload["constant_policy"] is True and payload["certified_tv"] == 0.0
+    assert err.count("pruningrl: warning: the policy is constant") == 1
+    code, stdout, err = run(capsys, "certify", "--agent", str(out), "--eps", "0.1", "--json")
+    assert code == 0 and json.loads(stdout)["constant_policy"] is True and "constant" in err
+    code, stdout, err = run(capsys, "certify", "--agent", "CartPole-v1/ppo/seed0", "--eps",
+                            "0.1", "--json")
+    assert json.loads(stdout)["constant_policy"] is False and err == ""
+
+
+def test_the_readme_first_snippet_keeps_a_live_policy():
+    import contextlib
+    import io
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = re.search(r"```python\n(.*?)```", readme, re.S)[1]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(snippet, "README.md", "exec"), {})  # the README's own code
+    lines = printed.getvalue().splitlines()
+    pruned_sparsity, pruned_tv = map(float, lines[1].split())
+    assert pruned_sparsity == pytest.approx(0.5, abs=0.01) and pruned_tv > 0, lines
+    assert lines[2] == "False", lines
+
+
+def test_attack_none_is_no_attack(capsys):
+    code, out, _ = run(capsys, "evaluate", "--agent", "CartPole-v1/ppo/seed0", "--episodes",
+                       "1", "--attack", "none", "--json")
+    assert code == 0
+    payload = json.loads(out)
+    assert payload["attack"] == "none" and payload["eps"] is None and payload["norm"] is None
+    assert_one_line_error(*run(capsys, "evaluate", "--agent", "CartPole-v1/ppo/seed0",
+                               "--attack", "none", "--eps", "0.1"))
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_checkpoints_follow_the_umask(agent_file, tmp_path, umask):
+    previous = os.umask(umask)
+    try:
+        path = save_agent(load_agent(agent_file), tmp_path / f"mode{umask:o}.safetensors")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_train_out_on_a_directory_says_so(capsys, tmp_path):
+    code, out, err = run(capsys, "train", "--env", "CartPole-v1", "--out", str(tmp_path))
+    assert_one_line_error(code, out, err)
+    assert "is a directory" in err
+
+
+def test_no_file_cites_a_design_document():
+    root = Path(__file__).resolve().parents[1]
+    listed = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True)
+    files = ([root / f for f in listed.stdout.splitlines()] if listed.returncode == 0
+             else [p for p in root.rglob("*") if ".venv" not in p.parts and ".git" not in p.parts])
+    word = "DES" + "IGN"  # spelled apart so that this file does not cite it itself
+    citing = [str(p.relative_to(root)) for p in files if p.is_file() and p.suffix in
+              {".py", ".md", ".ipynb", ".toml", ".yml", ".txt", ".sh", ".cfg", ""}
+              and word in p.read_text(errors="ignore")]
+    assert not citing, f"files cite a document readers do not have: {citing}"
+
+
+@pytest.fixture()
+def interrupting_train(monkeypatch):
+    """``pruningrl.ppo.train`` as if Ctrl-C came after the first update."""
+    from pruningrl import ppo
+
+    real = ppo.train
+
+    def interrupted(config, out=None, hooks=(), **kwargs):
+        def ctrl_c(policy, step, total):
+            raise KeyboardInterrupt
+
+        return real(config, out, hooks=[*hooks, ctrl_c], **kwargs)
+
+    monkeypatch.setattr(ppo, "train", interrupted)
+
+
+def test_an_interrupted_train_or_prune_still_prints_its_json(capsys, tmp_path, agent_file,
+                                                            interrupting_train):
+    argvs = [
+        ["train", "--env", "CartPole-v1", "--steps", "1024", "--num-envs", "4", "--workers",
+         "0", "--set", "steps_per_iteration=256", "--set", "minibatches=4", "--set",
+         "epochs=1", "--no-progress", "--json", "--out", str(tmp_path / "t.safetensors")],
+        ["prune", "--agent", str(agent_file), "--method", "magnitude", "--sparsity", "0.5",
+         "--finetune-steps", "512", "--no-progress", "--json", "--out",
+         str(tmp_path / "p.safetensors")],
+    ]
+    for argv in argvs:
+        code, out, err = run(capsys, *argv)
+        assert code == 130
+        assert err.count("\n") == 1 and err.startswith("pruningrl: interrupted")
+        payload = json.loads(out)
+        assert payload["interrupted"] is True and payload["out"] == argv[-1]
