@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -205,7 +206,7 @@ def discounted_visitation_states(
     torch.set_num_threads(1)
     horizons = geometric_horizons(max_attempts, gamma, np.random.default_rng(seed))
     generator = torch.Generator().manual_seed(seed)
-    env = gym.make(check_env_id(agent.env_id), disable_env_checker=True)
+    env = make_env(agent.env_id, disable_env_checker=True)
     states: list[torch.Tensor] = []
     try:
         for k, horizon in enumerate(horizons):
