@@ -1,0 +1,150 @@
+"""The live explorer: ipywidgets controls over ``sweep_sparsity``, drawn by ``ExplorerFigure``.
+
+Only core ipywidgets (Dropdown, FloatSlider, BoundedFloatText, Image, HTML), so it runs in
+JupyterLab, classic Notebook, Colab and Binder without any extension. Changing the agent,
+method, scope or eps recomputes the sweep (every grid sparsity at once); moving the sparsity
+slider only redraws from it. ``last_update`` holds the time of the latest redraw in seconds.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from functools import lru_cache
+
+import ipywidgets as widgets
+import torch
+
+from pruningrl.agent import Agent
+from pruningrl.evaluation import visited_states
+from pruningrl.pruning import SCOPES
+from pruningrl.widgets.figure import STATISTIC, ExplorerFigure
+from pruningrl.widgets.model import SPARSITIES, Sweep, default_eps, sweep_sparsity
+from pruningrl.widgets.returns import shipped_returns
+from pruningrl.zoo import list_agents, load
+
+#: one-shot methods the explorer offers (schedules need fine-tuning)
+METHODS = ("magnitude", "random")
+#: visited states the local bound averages over
+LOCAL_STATES = 256
+
+
+@lru_cache(maxsize=8)
+def _agent_and_states(agent_id: str) -> tuple[Agent, torch.Tensor]:
+    agent = load(agent_id)
+    return agent, visited_states(agent, LOCAL_STATES, seed=0)
+
+
+def _catalogue() -> dict[str, dict[str, list[int]]]:
+    """task -> variant -> seeds, from the shipped agents."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for info in list_agents():
+        env, variant, seed = info["id"].split("/")
+        out.setdefault(env, {}).setdefault(variant, []).append(int(seed.removeprefix("seed")))
+    return out
+
+
+def readout(sweep: Sweep, i: int) -> str:
+    """Panel (d): sparsity, certified radius, certified TV at eps, output layer alive."""
+    radius = sweep.radius[i]
+    alive = sweep.output_alive(i)
+    lines = [
+        f"sparsity {sweep.sparsity[i]:.3f} (target {sweep.sparsities[i]:.2f})",
+        "certified radius: " + ("none, the policy is constant" if radius is None
+                                else f"{radius:.4g} (largest eps with certified TV <= 0.5)"),
+        f"certified TV at eps = {sweep.eps:g}: {sweep.global_tv[i]:.4f} (global), "
+        f"{sweep.local_tv[i]:.4f} (local, mean over {LOCAL_STATES} visited states)",
+        "output layer: " + (f"alive ({1 - sweep.layer_sparsity[i][-1]:.1%} of it kept)" if alive
+                            else "<b>fully pruned: a constant policy, not a robust one</b>"),
+    ]
+    if alive and sweep.constant[i]:
+        lines.append("<b>no path from input to output is left: a constant policy</b>")
+    return "<br>".join(lines)
+
+
+class SparsityExplorer:
+    """Prune a shipped agent with a slider and watch its weights, certificates and returns."""
+
+    def __init__(self, agent_id: str = "Hopper-v5/ppo/seed0", method: str = "magnitude",
+                 scope: str = "global", sparsity: float = 0.5, eps: float | None = None) -> None:
+        self.catalogue = _catalogue()
+        env, variant, seed = agent_id.split("/")
+        style = {"description_width": "initial"}
+        self.task = widgets.Dropdown(options=sorted(self.catalogue), value=env,
+                                     description="task")
+        self.variant = widgets.Dropdown(options=sorted(self.catalogue[env]), value=variant,
+                                        description="variant")
+        self.seed = widgets.Dropdown(options=self.catalogue[env][variant],
+                                     value=int(seed.removeprefix("seed")), description="seed")
+        self.method = widgets.Dropdown(options=METHODS, value=method, description="pruning")
+        self.scope = widgets.Dropdown(options=SCOPES, value=scope, description="scope")
+        self.eps = widgets.BoundedFloatText(value=eps or default_eps(env), min=1e-4, max=10.0,
+                                            step=0.005, description="eps", style=style)
+        self.slider = widgets.FloatSlider(value=sparsity, min=0.0, max=SPARSITIES[-1],
+                                          step=0.05, description="sparsity",
+                                          readout_format=".2f", continuous_update=True)
+        self.image = widgets.Image(format="png")
+        self.text = widgets.HTML()
+        self.last_update = self.last_sweep = float("nan")
+        self.sweep: Sweep | None = None
+        self._rebuild()
+        for control in (self.task, self.variant, self.seed):
+            control.observe(self._on_agent, names="value")
+        for control in (self.method, self.scope, self.eps):
+            control.observe(lambda _: self._rebuild(), names="value")
+        self.slider.observe(lambda _: self.update(), names="value")
+        self.widget = widgets.VBox([
+            widgets.HBox([self.task, self.variant, self.seed]),
+            widgets.HBox([self.method, self.scope, self.eps]),
+            self.slider, self.image, self.text])
+
+    @property
+    def agent_id(self) -> str:
+        return f"{self.task.value}/{self.variant.value}/seed{self.seed.value}"
+
+    def _on_agent(self, change: dict) -> None:
+        env = self.task.value
+        if change["owner"] is self.task:  # keep the choices consistent with the shipped agents
+            self.variant.options = sorted(self.catalogue[env])
+            self.eps.value = default_eps(env)
+        self.seed.options = self.catalogue[env][self.variant.value]
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        """Recompute the sweep for the current agent, method, scope and eps."""
+        start = time.perf_counter()
+        agent, states = _agent_and_states(self.agent_id)
+        self.sweep = sweep_sparsity(agent, self.method.value, self.scope.value, self.eps.value,
+                                    states, agent_id=self.agent_id)
+        env, variant = self.task.value, self.variant.value
+        self.figure = ExplorerFigure(self.sweep, shipped_returns(env, variant, self.method.value,
+                                                                 self.scope.value))
+        self.last_sweep = time.perf_counter() - start
+        self.update()
+
+    def update(self) -> float:
+        """Redraw every panel at the slider's sparsity; returns the time it took (s)."""
+        start = time.perf_counter()
+        i = self.sweep.index(self.slider.value)
+        self.figure.show(i)
+        self.image.value = self.figure.png()
+        statistic = STATISTIC.get(self.sweep_kind, "change")
+        self.text.value = (f"<div>(d) {html.escape(self.agent_id)}, {self.method.value} "
+                           f"{self.scope.value} pruning; bounds on {statistic}.<br>"
+                           + readout(self.sweep, i) + "</div>")
+        self.last_update = time.perf_counter() - start
+        return self.last_update
+
+    @property
+    def sweep_kind(self) -> str:
+        return "categorical" if _agent_and_states(self.agent_id)[0].discrete else "gaussian"
+
+    def _repr_mimebundle_(self, **kwargs) -> dict:
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/plain"] = f"SparsityExplorer({self.agent_id!r})"
+        return bundle
+
+
+def explore(agent_id: str = "Hopper-v5/ppo/seed0", **kwargs) -> SparsityExplorer:
+    """A ``SparsityExplorer`` on a shipped agent; display it (last line of a cell) to play."""
+    return SparsityExplorer(agent_id, **kwargs)
