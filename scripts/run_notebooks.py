@@ -30,6 +30,9 @@ def main(paths: list[str]) -> int:
         client.execute()
         for cell in notebook.cells:
             cell.get("metadata", {}).pop("execution", None)
+        # saved widget state holds random model ids and rendered images; the book shows a
+        # kernel-free explorer instead, so the state is not kept
+        notebook.metadata.pop("widgets", None)
         nbformat.write(notebook, path)
         print(f"{path}: executed in {time.perf_counter() - start:.1f} s")
     return 0

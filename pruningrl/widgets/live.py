@@ -30,7 +30,7 @@ LOCAL_STATES = 256
 
 
 @lru_cache(maxsize=8)
-def _agent_and_states(agent_id: str) -> tuple[Agent, torch.Tensor]:
+def agent_and_states(agent_id: str) -> tuple[Agent, torch.Tensor]:
     agent = load(agent_id)
     return agent, visited_states(agent, LOCAL_STATES, seed=0)
 
@@ -51,7 +51,7 @@ def readout(sweep: Sweep, i: int) -> str:
     lines = [
         f"sparsity {sweep.sparsity[i]:.3f} (target {sweep.sparsities[i]:.2f})",
         "certified radius: " + ("none, the policy is constant" if radius is None
-                                else f"{radius:.4g} (largest eps with certified TV <= 0.5)"),
+                                else f"{radius:.4g} (largest eps with certified TV &le; 0.5)"),
         f"certified TV at eps = {sweep.eps:g}: {sweep.global_tv[i]:.4f} (global), "
         f"{sweep.local_tv[i]:.4f} (local, mean over {LOCAL_STATES} visited states)",
         "output layer: " + (f"alive ({1 - sweep.layer_sparsity[i][-1]:.1%} of it kept)" if alive
@@ -113,7 +113,7 @@ class SparsityExplorer:
     def _rebuild(self) -> None:
         """Recompute the sweep for the current agent, method, scope and eps."""
         start = time.perf_counter()
-        agent, states = _agent_and_states(self.agent_id)
+        agent, states = agent_and_states(self.agent_id)
         self.sweep = sweep_sparsity(agent, self.method.value, self.scope.value, self.eps.value,
                                     states, agent_id=self.agent_id)
         env, variant = self.task.value, self.variant.value
@@ -137,7 +137,7 @@ class SparsityExplorer:
 
     @property
     def sweep_kind(self) -> str:
-        return "categorical" if _agent_and_states(self.agent_id)[0].discrete else "gaussian"
+        return "categorical" if agent_and_states(self.agent_id)[0].discrete else "gaussian"
 
     def _repr_mimebundle_(self, **kwargs) -> dict:
         bundle = self.widget._repr_mimebundle_(**kwargs)
