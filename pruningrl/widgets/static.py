@@ -1,9 +1,10 @@
 """The kernel-free explorer's data: ``export_grid`` writes every sweep the static page shows.
 
-The page (``_static/explorer/explorer.js``, Plotly) reads ``window.PRUNINGRL_EXPLORER`` from a
-script file, not a fetched JSON, so it also works from a book opened as local files. Weights
-are stored once per agent, quantized to integers in [-127, 127] per layer (a heatmap needs no
-more), and the masks of every grid point as one first-pruning index per entry (``Sweep``).
+The page (``book/explorer/explorer.js``, Plotly; served as ``_static/explorer/``) reads
+``window.PRUNINGRL_EXPLORER`` from a script file, not a fetched JSON, so it also works from a
+book opened as local files. Weights are stored once per agent, quantized to integers in
+[-127, 127] per layer (a heatmap needs no more), and the masks of every grid point as one
+first-pruning index per entry (``Sweep``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 // The kernel-free sparsity explorer: a native <input type="range"> drives Plotly figures over
 // the grid that scripts/export_explorer.py precomputed (window.PRUNINGRL_EXPLORER, grid.js).
+// book/_ext/explorer_assets.py serves both files, and plotly.min.js, as _static/explorer/.
 // Nothing is fetched: plotly.min.js and grid.js are served with the book.
 (function () {
   "use strict";
@@ -47,7 +48,7 @@
   }
 
   function heatmaps(state) {
-    const n = state.agent.layers.length, gap = 0.06, w = (1 - gap * (n - 1)) / n;
+    const n = state.agent.layers.length, gap = 0.09, w = (1 - gap * (n - 1)) / n;
     const traces = [], layout = {height: 300, margin: {t: 40, b: 40, l: 45, r: 10},
       plot_bgcolor: "#d1d1d1", annotations: [], showlegend: false};
     state.agent.layers.forEach((layer, k) => {
@@ -58,7 +59,8 @@
       layout["xaxis" + ax] = {domain: [k * (w + gap), k * (w + gap) + w], anchor: "y" + ax,
         title: {text: "in (" + layer.shape[1] + ")"}, showgrid: false, zeroline: false};
       layout["yaxis" + ax] = {anchor: "x" + ax, autorange: "reversed", showgrid: false,
-        zeroline: false, title: {text: "out (" + layer.shape[0] + ")"}};
+        zeroline: false, title: {text: "out (" + layer.shape[0] + ")"},
+        dtick: layer.shape[0] <= 10 ? 1 : undefined};
       layout.annotations.push({text: "(a) layer " + (k + 1) + ": sparsity " +
         state.series.layer_sparsity[state.i][k].toFixed(2), xref: "paper", yref: "paper",
         x: k * (w + gap) + w / 2, y: 1.12, showarrow: false});
@@ -74,11 +76,11 @@
       traces.push({x: [s[state.i]], y: [y[state.i]], mode: "markers", showlegend: false,
         marker: {color: colour, size: 11}, hoverinfo: "skip"});
     }
-    const layout = {height: 340, margin: {t: 40, b: 45, l: 60, r: 10},
+    const layout = {height: 420, margin: {t: 40, b: 45, l: 60, r: 10},
       title: {text: "(b) certificates and bounds, one-shot pruning", font: {size: 14}},
       xaxis: {title: {text: "sparsity"}, range: [0, 0.96]},
       yaxis: {title: {text: "bound on the change at eps = " + state.agent.eps}, type: "log"},
-      legend: {x: 0, y: 0, bgcolor: "rgba(255,255,255,0.7)"},
+      legend: {orientation: "h", x: 0, y: -0.25},
       shapes: [vline(s[state.i])]};
     return [traces, layout];
   }
@@ -97,11 +99,10 @@
 
   function returnsFigure(state) {
     const r = state.returns, s = GRID.sparsities[state.i], traces = [];
-    const layout = {height: 340, margin: {t: 40, b: 45, l: 60, r: 10},
-      title: {text: "(c) shipped sweet-spot returns (pruned, then fine-tuned)",
-              font: {size: 14}},
+    const layout = {height: 420, margin: {t: 40, b: 45, l: 60, r: 10},
+      title: {text: "(c) sweet-spot returns (pruned, fine-tuned)", font: {size: 14}},
       xaxis: {title: {text: "sparsity"}, range: [0, 0.96]},
-      yaxis: {title: {text: "mean return"}}, legend: {x: 0, y: 0},
+      yaxis: {title: {text: "mean return"}}, legend: {orientation: "h", x: 0, y: -0.25},
       shapes: [vline(s)], annotations: []};
     if (r) {
       const j = measured(state);
