@@ -1,4 +1,4 @@
-"""Write the kernel-free explorer's grid, _static/explorer/grid.js, for the book.
+"""Write the kernel-free explorer's grid, book/explorer/grid.js, for the book.
 
 Usage: .venv/bin/python scripts/export_explorer.py [AGENT_ID ...]
 Re-run it (and commit the file) whenever the agents, the bounds or the shipped sweep change;
@@ -14,7 +14,7 @@ import torch
 
 from pruningrl.widgets.static import AGENTS, export_grid
 
-OUT = Path(__file__).resolve().parent.parent / "_static" / "explorer" / "grid.js"
+OUT = Path(__file__).resolve().parent.parent / "book" / "explorer" / "grid.js"
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

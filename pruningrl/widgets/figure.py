@@ -40,8 +40,7 @@ class ExplorerFigure:
         for k, weight in enumerate(sweep.weights):
             ax = self.fig.add_subplot(grid[0, k])
             limit = float(np.abs(weight).max()) or 1.0
-            cmap = plt.get_cmap("RdBu_r").copy()
-            cmap.set_bad("0.82")
+            cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.82")
             self.images.append(ax.imshow(weight, cmap=cmap, vmin=-limit, vmax=limit,
                                          aspect="auto", interpolation="nearest"))
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))

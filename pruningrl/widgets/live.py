@@ -87,11 +87,11 @@ class SparsityExplorer:
         self.text = widgets.HTML()
         self.last_update = self.last_sweep = float("nan")
         self.sweep: Sweep | None = None
-        self._rebuild()
+        self.recompute()
         for control in (self.task, self.variant, self.seed):
             control.observe(self._on_agent, names="value")
         for control in (self.method, self.scope, self.eps):
-            control.observe(lambda _: self._rebuild(), names="value")
+            control.observe(lambda _: self.recompute(), names="value")
         self.slider.observe(lambda _: self.update(), names="value")
         self.widget = widgets.VBox([
             widgets.HBox([self.task, self.variant, self.seed]),
@@ -108,9 +108,9 @@ class SparsityExplorer:
             self.variant.options = sorted(self.catalogue[env])
             self.eps.value = default_eps(env)
         self.seed.options = self.catalogue[env][self.variant.value]
-        self._rebuild()
+        self.recompute()
 
-    def _rebuild(self) -> None:
+    def recompute(self) -> None:
         """Recompute the sweep for the current agent, method, scope and eps."""
         start = time.perf_counter()
         agent, states = agent_and_states(self.agent_id)
@@ -119,8 +119,8 @@ class SparsityExplorer:
         env, variant = self.task.value, self.variant.value
         self.figure = ExplorerFigure(self.sweep, shipped_returns(env, variant, self.method.value,
                                                                  self.scope.value))
+        self.update()  # the first draw of a new figure renders its background too
         self.last_sweep = time.perf_counter() - start
-        self.update()
 
     def update(self) -> float:
         """Redraw every panel at the slider's sparsity; returns the time it took (s)."""

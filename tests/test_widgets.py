@@ -1,0 +1,82 @@
+"""pruningrl.widgets: the sweep behind the explorer, the shipped returns, the live widget and
+the static page's grid."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pruningrl.agent import clone_policy
+from pruningrl.policies import effective_weight
+from pruningrl.pruning import one_shot_prune, prunable_layers
+from pruningrl.widgets import SPARSITIES, explore, shipped_returns, sweep_sparsity
+from pruningrl.widgets.live import agent_and_states
+from pruningrl.widgets.static import export_grid
+
+HOPPER = "Hopper-v5/ppo/seed0"
+
+
+@pytest.fixture(scope="module")
+def hopper():
+    return agent_and_states(HOPPER)
+
+
+@pytest.mark.parametrize(("method", "scope"), [("magnitude", "global"), ("random", "layer")])
+def test_sweep_masks_are_the_library_masks(hopper, method, scope):
+    agent, states = hopper
+    sweep = sweep_sparsity(agent, method, scope, states=states[:32])
+    for i in (0, 7, 19):
+        policy = one_shot_prune(clone_policy(agent.policy), method, SPARSITIES[i], scope)
+        kept = [(effective_weight(layer) != 0).numpy() for layer in prunable_layers(policy)]
+        for mine, theirs in zip(sweep.masks(i), kept, strict=True):
+            np.testing.assert_array_equal(mine, theirs)
+        assert sweep.layer_sparsity[i] == pytest.approx([1 - m.mean() for m in kept])
+
+
+def test_global_magnitude_pruning_kills_the_output_layer(hopper):
+    agent, states = hopper
+    glob = sweep_sparsity(agent, "magnitude", "global", states=states[:32])
+    layer = sweep_sparsity(agent, "magnitude", "layer", states=states[:32])
+    last = len(SPARSITIES) - 1
+    assert glob.output_alive(0) and not glob.output_alive(last)
+    assert glob.global_tv[last] == 0.0 and glob.radius[last] is None
+    assert layer.output_alive(last) and layer.global_tv[last] > 0.0
+    assert all(a >= b for a, b in zip(glob.global_bound, glob.global_bound[1:], strict=False))
+
+
+def test_shipped_returns_say_where_they_are_missing():
+    series = shipped_returns("Hopper-v5", "ppo", "magnitude", "global")
+    assert series is not None and series.seeds == (0, 1, 2)
+    clean, attacked = series.at(0.5)
+    assert clean[1] <= clean[0] <= clean[2] and attacked[0] <= clean[2]
+    assert series.at(0.35) == (None, None)
+    assert shipped_returns("Hopper-v5", "ppo", "random", "global") is None
+
+
+def test_live_explorer_redraws_and_flags_a_constant_policy():
+    explorer = explore(HOPPER, sparsity=0.5)
+    first = bytes(explorer.image.value)
+    assert first.startswith(b"\x89PNG") and "alive" in explorer.text.value
+    explorer.slider.value = SPARSITIES[-1]
+    assert bytes(explorer.image.value) != first
+    assert "fully pruned: a constant policy" in explorer.text.value
+    assert explorer.last_update < 5.0  # a sanity bound; benchmarks/explorer_speed.py times it
+    assert "text/plain" in explorer._repr_mimebundle_()
+
+
+def _read_grid(path):
+    text = path.read_text()
+    return json.loads(text[text.index("=") + 1:].strip().rstrip(";"))
+
+
+def test_static_grid_is_small_and_records_its_provenance(tmp_path):
+    path = tmp_path / "grid.js"
+    export_grid(path, (HOPPER,))
+    data = _read_grid(path)
+    assert path.stat().st_size < 150_000
+    assert data["provenance"]["code_version"]
+    series = data["agents"][HOPPER]["series"]["magnitude/global"]
+    assert series["output_alive"][0] and not series["output_alive"][-1]
+    assert data["agents"][HOPPER]["returns"]["random/global"] is None
