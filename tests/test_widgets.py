@@ -80,3 +80,24 @@ def test_static_grid_is_small_and_records_its_provenance(tmp_path):
     series = data["agents"][HOPPER]["series"]["magnitude/global"]
     assert series["output_alive"][0] and not series["output_alive"][-1]
     assert data["agents"][HOPPER]["returns"]["random/global"] is None
+
+
+def test_changing_the_task_keeps_the_controls_consistent():
+    explorer = explore("Hopper-v5/sappo/seed1")
+    explorer.task.value = "CartPole-v1"
+    assert explorer.agent_id == "CartPole-v1/ppo/seed1"
+    assert explorer.sweep.agent_id == explorer.agent_id and explorer.eps.value == 0.1
+    assert "No shipped sweet-spot results" in explorer.figure._returns_note(0.5)
+
+
+def test_committed_grid_comes_from_this_code(hopper):
+    from pathlib import Path
+
+    grid = _read_grid(Path(__file__).resolve().parents[1] / "book" / "explorer" / "grid.js")
+    assert grid["sparsities"] == list(SPARSITIES) and HOPPER in grid["agents"]
+    agent, states = hopper
+    sweep = sweep_sparsity(agent, "magnitude", "layer", states=states)
+    shipped = grid["agents"][HOPPER]["series"]["magnitude/layer"]
+    for mine, theirs in zip(sweep.prune_index, shipped["prune_index"], strict=True):
+        assert mine.ravel().tolist() == theirs
+    assert shipped["local_tv"] == pytest.approx(sweep.local_tv, rel=1e-3, abs=1e-6)

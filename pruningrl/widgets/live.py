@@ -87,6 +87,7 @@ class SparsityExplorer:
         self.text = widgets.HTML()
         self.last_update = self.last_sweep = float("nan")
         self.sweep: Sweep | None = None
+        self._syncing = False
         self.recompute()
         for control in (self.task, self.variant, self.seed):
             control.observe(self._on_agent, names="value")
@@ -103,15 +104,23 @@ class SparsityExplorer:
         return f"{self.task.value}/{self.variant.value}/seed{self.seed.value}"
 
     def _on_agent(self, change: dict) -> None:
+        if self._syncing:
+            return
         env = self.task.value
-        if change["owner"] is self.task:  # keep the choices consistent with the shipped agents
-            self.variant.options = sorted(self.catalogue[env])
-            self.eps.value = default_eps(env)
-        self.seed.options = self.catalogue[env][self.variant.value]
+        self._syncing = True  # adjusting the other controls must not recompute half-way
+        try:
+            if change["owner"] is self.task:  # keep the choices to the shipped agents
+                self.variant.options = sorted(self.catalogue[env])
+                self.eps.value = default_eps(env)
+            self.seed.options = self.catalogue[env][self.variant.value]
+        finally:
+            self._syncing = False
         self.recompute()
 
     def recompute(self) -> None:
         """Recompute the sweep for the current agent, method, scope and eps."""
+        if self._syncing:
+            return
         start = time.perf_counter()
         agent, states = agent_and_states(self.agent_id)
         self.sweep = sweep_sparsity(agent, self.method.value, self.scope.value, self.eps.value,
