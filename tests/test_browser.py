@@ -99,14 +99,17 @@ def test_slider_moves_the_figures_offline(browser):
 
     WebDriverWait(browser, 60).until(lambda d: d.execute_script(
         "const h = document.getElementById('pe-heatmaps');"
-        "return !!(window.Plotly && h && h.querySelector('.main-svg'));"))
+        "return !!(window.Plotly && h && h.querySelector('.main-svg'));"),
+        "the explorer's figures were never drawn")
     slider = browser.find_element(By.ID, "pe-sparsity")
     assert (slider.tag_name, slider.get_attribute("type")) == ("input", "range")
     before = _state(browser)
     browser.execute_script("arguments[0].scrollIntoView(); arguments[0].focus();", slider)
     for _ in range(4):
         slider.send_keys(Keys.ARROW_RIGHT)
-    WebDriverWait(browser, 30).until(lambda d: _state(d)["readout"] != before["readout"])
+    WebDriverWait(browser, 30).until(
+        lambda d: _state(d)["readout"] != before["readout"],
+        "the readout did not change after four presses of the right arrow key")
     after = _state(browser)
     browser.execute_script("document.getElementById('pruningrl-explorer').scrollIntoView();")
     browser.save_screenshot(str(SCREENSHOT))
