@@ -12,7 +12,7 @@ from pruningrl.agent import clone_policy
 from pruningrl.policies import effective_weight
 from pruningrl.pruning import one_shot_prune, prunable_layers
 from pruningrl.widgets import SPARSITIES, explore, shipped_returns, sweep_sparsity
-from pruningrl.widgets.live import agent_and_states
+from pruningrl.widgets.model import agent_and_states
 from pruningrl.widgets.static import export_grid
 
 HOPPER = "Hopper-v5/ppo/seed0"

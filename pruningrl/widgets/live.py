@@ -10,29 +10,22 @@ from __future__ import annotations
 
 import html
 import time
-from functools import lru_cache
 
 import ipywidgets as widgets
-import torch
 
-from pruningrl.agent import Agent
-from pruningrl.evaluation import visited_states
 from pruningrl.pruning import SCOPES
 from pruningrl.widgets.figure import STATISTIC, ExplorerFigure
-from pruningrl.widgets.model import SPARSITIES, Sweep, default_eps, sweep_sparsity
+from pruningrl.widgets.model import (
+    LOCAL_STATES,
+    METHODS,
+    SPARSITIES,
+    Sweep,
+    agent_and_states,
+    default_eps,
+    sweep_sparsity,
+)
 from pruningrl.widgets.returns import shipped_returns
-from pruningrl.zoo import list_agents, load
-
-#: one-shot methods the explorer offers (schedules need fine-tuning)
-METHODS = ("magnitude", "random")
-#: visited states the local bound averages over
-LOCAL_STATES = 256
-
-
-@lru_cache(maxsize=8)
-def agent_and_states(agent_id: str) -> tuple[Agent, torch.Tensor]:
-    agent = load(agent_id)
-    return agent, visited_states(agent, LOCAL_STATES, seed=0)
+from pruningrl.zoo import list_agents
 
 
 def _catalogue() -> dict[str, dict[str, list[int]]]:

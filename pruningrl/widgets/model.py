@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -25,14 +26,27 @@ from pruningrl.bounds import (
     tv_from_statistic,
 )
 from pruningrl.envs import task_eps
+from pruningrl.evaluation import visited_states
 from pruningrl.experiments.jobs import certified_radius
 from pruningrl.policies import effective_weight
 from pruningrl.pruning import layer_sparsity, one_shot_prune, prunable_layers, sparsity
+from pruningrl.zoo import load
 
 #: The slider's grid: 0, 0.05, ..., 0.95.
 SPARSITIES: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(20))
 #: eps for tasks without a literature value (the classic-control tasks)
 FALLBACK_EPS = 0.1
+#: one-shot methods the explorer offers (schedules need fine-tuning)
+METHODS = ("magnitude", "random")
+#: visited states the local bound averages over
+LOCAL_STATES = 256
+
+
+@lru_cache(maxsize=8)
+def agent_and_states(agent_id: str) -> tuple[Agent, torch.Tensor]:
+    """A shipped agent and ``LOCAL_STATES`` states its policy visits (episodes from seed 0)."""
+    agent = load(agent_id)
+    return agent, visited_states(agent, LOCAL_STATES, seed=0)
 
 
 def default_eps(env_id: str) -> float:

@@ -16,8 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from pruningrl.reproducibility import code_version
-from pruningrl.widgets.live import LOCAL_STATES, METHODS, agent_and_states
-from pruningrl.widgets.model import SPARSITIES, Sweep, sweep_sparsity
+from pruningrl.widgets.model import (
+    LOCAL_STATES,
+    METHODS,
+    SPARSITIES,
+    Sweep,
+    agent_and_states,
+    sweep_sparsity,
+)
 from pruningrl.widgets.returns import SOURCE, ReturnSeries, shipped_returns
 
 AGENTS = ("Hopper-v5/ppo/seed0", "Hopper-v5/sappo/seed0", "Walker2d-v5/ppo/seed0")
