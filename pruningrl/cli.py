@@ -180,6 +180,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_convert(sub)
 
+    _add_sweep_commands(sub)
+    return parser
+
+
+def _add_sweep_commands(sub) -> None:
+    """``sweep`` (run a grid) and ``results`` (its table and sweet spots)."""
     sweep = sub.add_parser("sweep", help="run a grid of pruned agents (resumable)")
     sweep.add_argument("grid", help="a shipped grid name (e.g. smoke) or a TOML file")
     sweep.add_argument("--out", default=None, help="results folder (default runs/sweeps/NAME)")
@@ -192,12 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
     sweep.add_argument("--no-progress", action="store_true")
     sweep.add_argument("--json", action="store_true")
-
     results = sub.add_parser("results", help="a sweep's results table and sweet spots")
     results.add_argument("source", metavar="DIR_OR_GRID",
                          help="a results folder, or a grid name (shipped results first)")
     results.add_argument("--json", action="store_true")
-    return parser
 
 
 def _add_convert(sub) -> None:
