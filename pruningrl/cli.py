@@ -531,7 +531,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pruningrl.experiments import RecordStore, estimate, load_grid, plan, run_sweep
-    from pruningrl.experiments.executors import run_tasks
     from pruningrl.experiments.results import SHIPPED_RESULTS
 
     grid = load_grid(args.grid)
@@ -545,7 +544,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         cost = estimate(planned, [RecordStore(out), *map(RecordStore, sorted(
             p for p in SHIPPED_RESULTS.glob("*") if p.is_dir()))])
         return _emit_plan(grid.name, out, planned, cost, args.json)
-    run_tasks([], args.executor, args.jobs, args.address)  # checks the executor's settings
     summary = run_sweep(grid, out, args.executor, args.jobs, args.address, args.retry_failed,
                         progress=not args.no_progress)
     payload = summary.to_dict()
@@ -570,9 +568,9 @@ def _emit_plan(name: str, out: Path, planned: list, cost: dict, as_json: bool) -
     payload = {"grid": name, "out": str(out), "jobs_total": len(planned), "jobs_to_run": todo,
                "jobs": jobs, **cost}
     lines = [f"{'id':16s} {'status':8s} {'job':60s} attacks to run"]
-    for p, job in zip(planned, jobs, strict=True):
-        from pruningrl.experiments.sweep import _describe
+    from pruningrl.experiments.sweep import _describe
 
+    for p, job in zip(planned, jobs, strict=True):
         lines.append(f"{p.job.id:16s} {p.status:8s} {_describe(p.job.settings):60s} "
                      f"{','.join(job['todo']) or '-'}")
     unknown = (f" (+ {cost['unknown_phases']} phases never measured for their task)"

@@ -31,6 +31,7 @@ class PlannedJob:
     job: Job
     todo: list[AttackUnit]
     status: str  # "new", "cached", "partial", "failed"
+    record: dict | None = None  # its record as planned (None for a new job)
 
 
 @dataclass
@@ -56,11 +57,12 @@ def plan(grid: Grid, store: RecordStore, retry_failed: bool = False) -> list[Pla
         if record is None:
             planned.append(PlannedJob(job, list(job.attacks), "new"))
         elif record["status"] == "failed":
-            planned.append(PlannedJob(job, list(job.attacks) if retry_failed else [], "failed"))
+            planned.append(PlannedJob(job, list(job.attacks) if retry_failed else [], "failed",
+                                      record))
         else:
             have = record["result"].get("attacks", {})
             todo = [u for u in job.attacks if u.label not in have]
-            planned.append(PlannedJob(job, todo, "partial" if todo else "cached"))
+            planned.append(PlannedJob(job, todo, "partial" if todo else "cached", record))
     return planned
 
 
@@ -84,15 +86,14 @@ def run_sweep(
     by_id = {p.job.id: p for p in runnable}
     tasks = []
     for p in runnable:
-        old = store.read(p.job.id)
-        reuse = old is not None and old["status"] == "done"
+        reuse = p.record is not None and p.record["status"] == "done"
         checkpoint = store.checkpoint(p.job.id) if reuse else None
         tasks.append((p.job.id, job_function,
                       (p.job.settings, [u.to_dict() for u in p.todo], checkpoint, None)))
     bar = _bar(len(tasks), grid.name, progress)
     for job_id, ok, value in run_tasks(tasks, executor, jobs, address):
         p = by_id[job_id]
-        record = _merge(store.read(job_id), p.job, ok, value, executor)
+        record = _merge(p.record, p.job, ok, value, executor)
         store.write(record, value.get("checkpoint") if ok else None)
         summary.jobs_run += 1
         if not ok:
@@ -105,10 +106,9 @@ def run_sweep(
         bar.close()
     failed_before = [p for p in planned if p.status == "failed" and not p.todo]
     for p in failed_before:
-        record = store.read(p.job.id)
         summary.jobs_failed += 1
         summary.failures.append({"id": p.job.id, "job": _describe(p.job.settings),
-                                 "error": record.get("error"), "not_retried": True})
+                                 "error": p.record.get("error"), "not_retried": True})
     summary.wall_time_s = round(time.perf_counter() - start, 1)
     return summary
 
