@@ -122,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--prune-method", choices=("gradual", "micro"), default=None,
                        help="prune during training with this schedule")
     train.add_argument("--sparsity", type=_sparsity, default=None, help="final sparsity")
+    train.add_argument("--prune-window", type=float, nargs=2, default=None,
+                       metavar=("START", "END"),
+                       help="prune from START to END of the run, as fractions (default 0 0.75; "
+                            "sparse-training studies use 0.2 0.75)")
     train.add_argument("--scope", choices=("global", "layer"), default="global")
     train.add_argument("--num-envs", type=_positive_int, default=None)
     train.add_argument("--workers", type=int, default=None,
@@ -309,11 +313,16 @@ def _train_plan(args: argparse.Namespace) -> tuple:
             raise UsageError("--prune-method needs --sparsity")
         from pruningrl.pruning import schedule
 
-        hooks.append(schedule(args.prune_method, args.sparsity, args.scope))
+        window = tuple(args.prune_window or (0.0, 0.75))
+        if not 0.0 <= window[0] < window[1] <= 1.0:
+            raise UsageError(f"--prune-window needs 0 <= START < END <= 1, got {window}")
+        hooks.append(schedule(args.prune_method, args.sparsity, args.scope, window=window))
         extra = {"pruning": {"method": args.prune_method, "scope": args.scope,
-                             "target_sparsity": args.sparsity, "during": "training"}}
-    elif args.sparsity is not None:
-        raise UsageError("--sparsity needs --prune-method gradual|micro (or use `prune`)")
+                             "target_sparsity": args.sparsity, "during": "training",
+                             "window": list(window)}}
+    elif args.sparsity is not None or args.prune_window is not None:
+        raise UsageError("--sparsity and --prune-window need --prune-method gradual|micro "
+                         "(or use `prune`)")
     if args.num_envs is not None:
         settings["num_envs"] = args.num_envs
     if args.workers is not None:

@@ -8,6 +8,11 @@ fine-tuning with no pruning, so that the fine-tuning itself is controlled for.
 
 Fine-tuning keeps the agent's observation statistics frozen (they define the threat model) and
 starts from the agent's own training configuration, seeded by ``seed``.
+
+The other protocol, ``prune_during_training``, is the one of sparse-training studies in deep RL
+(Graesser et al. 2022): the agent's whole training run is repeated from scratch (its settings,
+its seed) while gradual magnitude pruning ramps the sparsity from 0 at 20% of the run to the
+target at 75%; the final mask then trains for the last quarter.
 """
 
 from __future__ import annotations
@@ -19,6 +24,10 @@ from pruningrl.agent import Agent, clone_policy, save_agent
 from pruningrl.pruning import METHODS, SCOPES, _check_sparsity, one_shot_prune, schedule
 
 SCHEDULES = ("gradual", "micro")
+#: the sweep method name of ``prune_during_training``
+IN_TRAINING = "in-training"
+#: when gradual pruning during training starts and reaches its target, as fractions of the run
+TRAINING_WINDOW = (0.2, 0.75)
 
 
 @dataclass
@@ -92,6 +101,42 @@ def prune_and_finetune(
     if out is not None:
         train_state_path(out).unlink(missing_ok=True)
     result = train(config, out, hooks=hooks, progress=progress, command=command, init=working,
+                   extra_metadata={"pruning": record})
+    return PruneResult(result.agent, result.wall_time_s, result.samples_per_s,
+                       result.interrupted)
+
+
+def prune_during_training(
+    agent: Agent,
+    sparsity: float,
+    scope: str = "global",
+    window: tuple[float, float] = TRAINING_WINDOW,
+    out: str | os.PathLike | None = None,
+    progress: bool = False,
+    command: str | None = None,
+) -> PruneResult:
+    """Train ``agent``'s own run again from scratch, pruning by magnitude as it trains.
+
+    The sparsity follows the cubic ramp s(t) = s_f (1 - (1 - (t - t_0) / (t_1 - t_0))^3) for
+    (t_0, t_1) = ``window`` (fractions of the run), then stays at s_f = ``sparsity``. The run
+    has the agent's training settings and seed, so it differs from the agent only by pruning.
+    ``agent`` is only read (its settings); none of its weights are used.
+    """
+    check_prune_settings("gradual", sparsity, scope, 1)
+    settings = agent.metadata.get("config")
+    if not settings:
+        raise ValueError("pruning during training replays the agent's training run, and this "
+                         "agent carries no training settings (it was not trained by pruningrl)")
+    from pruningrl.ppo import PPOConfig, train, train_state_path
+
+    config = replace(PPOConfig.from_dict(dict(settings)), num_workers=0).validate()
+    record = {"method": IN_TRAINING, "scope": scope, "target_sparsity": sparsity,
+              "seed": config.seed, "train_steps": config.total_steps, "window": list(window),
+              "parent_code_version": agent.metadata.get("code_version")}
+    hooks = [schedule("gradual", sparsity, scope, window=window)] if sparsity > 0 else []
+    if out is not None:
+        train_state_path(out).unlink(missing_ok=True)
+    result = train(config, out, hooks=hooks, progress=progress, command=command,
                    extra_metadata={"pruning": record})
     return PruneResult(result.agent, result.wall_time_s, result.samples_per_s,
                        result.interrupted)

@@ -282,11 +282,17 @@ def one_shot_prune(
 
 
 def schedule(
-    method: str, final: float, scope: Literal["global", "layer"] = "global", rate: float = 0.02
+    method: str,
+    final: float,
+    scope: Literal["global", "layer"] = "global",
+    rate: float = 0.02,
+    window: tuple[float, float] = (0.0, 0.75),
 ) -> GradualPruning | MicroPruning:
-    """The update hook of a scheduled method ("gradual" or "micro")."""
+    """The update hook of a scheduled method ("gradual" or "micro"), pruning from
+    ``window[0]`` to ``window[1]`` of the run (fractions of its steps)."""
+    start, end = window
     if method == "gradual":
-        return GradualPruning(final, scope)
+        return GradualPruning(final, scope, start, end)
     if method == "micro":
-        return MicroPruning(final, rate, scope)
+        return MicroPruning(final, rate, scope, start, end)
     raise ValueError(f"unknown pruning schedule {method!r}; use 'gradual' or 'micro'")

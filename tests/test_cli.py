@@ -342,7 +342,12 @@ def test_an_unexpected_failure_is_one_line_with_a_hint(capsys, monkeypatch):
 @pytest.mark.parametrize("bad", [["--env", "CarRacing-v3"], ["--env", "NoSuchEnv-v9"],
                                  ["--env", "CartPole-v1", "--seed", "-1"],
                                  ["--env", "CartPole-v1", "--set", "no_such_setting=1"],
-                                 ["--env", "CartPole-v1", "--sparsity", "0.5"]])
+                                 ["--env", "CartPole-v1", "--sparsity", "0.5"],
+                                 ["--env", "CartPole-v1", "--prune-window", "0.2", "0.75"],
+                                 ["--env", "CartPole-v1", "--prune-method", "gradual",
+                                  "--sparsity", "0.5", "--prune-window", "0.8", "0.2"],
+                                 ["--env", "CartPole-v1", "--prune-method", "gradual",
+                                  "--sparsity", "0.5", "--prune-window", "nan", "0.5"]])
 def test_train_force_checks_everything_before_deleting_the_training_state(capsys, tmp_path,
                                                                           bad):
     from pruningrl.ppo import train_state_path

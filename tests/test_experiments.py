@@ -58,6 +58,9 @@ BAD_GRIDS = {
     "budget of a cheap attack": ("[budgets]\nmad = 10", "learns nothing"),
     "eps not a number": ("eps = 'x'", "'eps' must be a float"),
     "bad toml": ("envs = [", "not valid TOML"),
+    "prune window reversed": ("prune_window = [0.75, 0.2]", "'prune_window' must be"),
+    "prune window past the run": ("prune_window = [0.2, 1.5]", "'prune_window' must be"),
+    "prune window not a pair": ("prune_window = 0.2", "'prune_window' must be"),
 }
 
 
@@ -126,6 +129,69 @@ def test_parts_make_a_union_of_products(tmp_path):
     prune_jobs = [j.settings for j in expand(grid) if j.settings["kind"] == "prune"]
     assert sum(c["env_id"] == "CartPole-v1" for c in prune_jobs) == 4
     assert sum(c["env_id"] == "Acrobot-v1" for c in prune_jobs) == 3  # dense + 2 scopes
+
+
+def test_pruning_during_training_is_controlled_by_the_untouched_agent(tmp_path):
+    path = tmp_path / "in-training.toml"
+    path.write_text(grid_text("methods = ['magnitude', 'in-training']")
+                    .replace("sparsities = [0.0, 0.5]", "sparsities = [0.0, 0.5, 0.9]"))
+    configs = [j.settings for j in expand(load_grid(str(path))) if j.settings["kind"] == "prune"]
+    trained = [c for c in configs if c["method"] == "in-training"]
+    assert [c["target_sparsity"] for c in trained] == [0.5, 0.9]
+    assert all(c["finetune_steps"] == 0 and c["train_steps"] == 200_000 for c in trained)
+    assert all(c["prune_window"] == [0.2, 0.75] for c in trained)
+    dense = sorted(c["finetune_steps"] for c in configs if c["method"] == "dense")
+    assert dense == [0, 2048]  # the base agent for in-training, the fine-tuned one for magnitude
+
+
+def test_an_in_training_job_trains_from_scratch_and_prunes_in_its_window(tmp_path):
+    from dataclasses import replace
+
+    from pruningrl.agent import load_agent, save_agent
+    from pruningrl.experiments.jobs import file_sha256
+    from pruningrl.pruning import sparsity
+    from pruningrl.zoo import load
+
+    base = load("CartPole-v1/ppo/seed0")
+    short = {**base.metadata["config"], "total_steps": 8 * 2048, "checkpoint_every": 100}
+    small = tmp_path / "short.safetensors"
+    save_agent(replace(base, metadata={**base.metadata, "config": short}), small)
+    config = {"kind": "prune", "agent": str(small), "env_id": "CartPole-v1", "variant": "ppo",
+              "seed": 0, "agent_sha256": file_sha256(small), "finetune_steps": 0, "eps": 0.1,
+              "norm": "inf", "episodes": 2, "local_states": 50, "method": "in-training",
+              "scope": "layer", "target_sparsity": 0.6, "train_steps": 8 * 2048,
+              "prune_window": [0.2, 0.75]}
+    out = run_job(config, [{"name": "none", "budget": None, "seed": 0}])
+    assert out["result"]["sparsity"] == pytest.approx(0.6, abs=0.01)
+    assert all(s == pytest.approx(0.6, abs=0.01) for s in out["result"]["layer_sparsity"])
+    assert "train" in out["phases"] and "finetune" not in out["phases"]
+    agent_file = tmp_path / "made.safetensors"
+    agent_file.write_bytes(out["checkpoint"])
+    made = load_agent(agent_file)
+    assert made.metadata["steps"] == 8 * 2048 and made.metadata["pruning"]["window"] == [0.2, 0.75]
+    # trained from scratch: nothing of the base agent's weights survives
+    # from scratch: the first iteration's episodes are a fresh policy's (CartPole's cap is 500,
+    # which the base agent reaches), not the base agent's
+    assert made.metadata["curve"]["return"][0] < 100
+    assert sparsity(base.policy) == 0.0  # and the base agent was left alone
+
+
+def test_the_gradual_window_is_where_the_sparsity_ramps():
+    import torch
+
+    from pruningrl.policies import GaussianPolicy
+    from pruningrl.pruning import schedule, sparsity
+
+    policy = GaussianPolicy(11, 3, (64, 64))
+    hook = schedule("gradual", 0.8, "global", window=(0.2, 0.75))
+    seen = []
+    for step in range(0, 101, 5):
+        with torch.no_grad():
+            hook(policy, step, 100)
+        seen.append((step, sparsity(policy)))
+    assert all(s == 0.0 for step, s in seen if step <= 20)
+    assert 0.0 < dict(seen)[40] < 0.8
+    assert all(s == pytest.approx(0.8, abs=1e-3) for step, s in seen if step >= 75)
 
 
 # ------------------------------------------------------------------------------- sweeps

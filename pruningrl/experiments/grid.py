@@ -7,7 +7,7 @@ parts' products (so one file can give MuJoCo tasks two variants and CartPole one
     envs = ["CartPole-v1"]            # tasks with shipped agents
     variants = ["ppo"]                # shipped variants
     seeds = [0, 1, 2]                 # shipped seeds
-    methods = ["magnitude", "micro"]  # random, magnitude, gradual, micro
+    methods = ["magnitude", "micro"]  # random, magnitude, gradual, micro, in-training
     scope = "global"                  # "layer", or ["global", "layer"] for both
     sparsities = [0.0, 0.3, 0.6]      # target fractions of zeroed weight-matrix entries
     finetune_steps = 50000            # PPO steps after (one-shot) or during (schedules) pruning
@@ -19,9 +19,13 @@ parts' products (so one file can give MuJoCo tasks two variants and CartPole one
 
 Further known keys: ``description``, ``norm`` ("inf" or "2"), ``rate`` (micro-pruning's
 per-update fraction, 0.02), ``local_states`` (visited states for the local certificate, 1000),
-``attack_seed`` (0). Any other key is refused, as is an unknown env, variant, seed, method or
-attack, a sparsity outside [0, 1), a negative eps and an empty grid: ``load_grid`` raises a
-one-line ``ValueError`` before anything is run or written.
+``attack_seed`` (0), ``prune_window`` ([0.2, 0.75]: where in the run the "in-training" method's
+sparsity ramps up). The method "in-training" trains the base agent's run again from scratch,
+pruning gradually as it trains (``pruningrl.finetune.prune_during_training``); it fine-tunes
+nothing, so its dense control is the untouched base agent. Any other key is refused, as is
+an unknown env, variant, seed, method or attack, a sparsity outside [0, 1), a negative eps
+and an empty grid: ``load_grid`` raises a one-line ``ValueError`` before anything is run or
+written.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ KEYS: dict[str, tuple[object, bool]] = {
     "rate": (0.02, False),
     "local_states": (1000, False),
     "attack_seed": (0, False),
+    "prune_window": ([0.2, 0.75], False),
 }
 
 
@@ -78,6 +83,7 @@ class GridPart:
     rate: float
     local_states: int
     attack_seed: int
+    prune_window: tuple[float, float] = (0.2, 0.75)
 
 
 @dataclass(frozen=True)
@@ -166,6 +172,7 @@ def _number(data: dict, key: str, kind: type, where: str, minimum: float) -> flo
 
 def _part(data: dict, where: str) -> GridPart:
     from pruningrl.attack_suite import ATTACKS, LEARNED
+    from pruningrl.finetune import IN_TRAINING
     from pruningrl.pruning import METHODS, SCOPES
 
     envs = _list(data, "envs", str, where)
@@ -175,7 +182,8 @@ def _part(data: dict, where: str) -> GridPart:
     scopes = _list(data, "scope", str, where)
     sparsities = _list(data, "sparsities", float, where)
     attacks = _list(data, "attacks", str, where)
-    for key, values, known in (("method", methods, METHODS), ("scope", scopes, SCOPES),
+    for key, values, known in (("method", methods, (*METHODS, IN_TRAINING)),
+                               ("scope", scopes, SCOPES),
                                ("attack", attacks, ATTACKS)):
         bad = [v for v in values if v not in known]
         if bad:
@@ -206,7 +214,7 @@ def _part(data: dict, where: str) -> GridPart:
         int(_number(data, "episodes", int, where, 1)), dict(budgets),
         float(_number(data, "rate", float, where, 0.0)),
         int(_number(data, "local_states", int, where, 1)),
-        int(_number(data, "attack_seed", int, where, 0)))
+        int(_number(data, "attack_seed", int, where, 0)), _window(data, where))
     if not 0.0 < part.rate < 1.0:
         raise ValueError(f"{where}: rate must lie in (0, 1), got {part.rate}")
     if part.finetune_steps == 0 and any(m in ("gradual", "micro") for m in methods) and any(
@@ -215,6 +223,16 @@ def _part(data: dict, where: str) -> GridPart:
                          "finetune_steps must be positive")
     _check_agents(part, where)
     return part
+
+
+def _window(data: dict, where: str) -> tuple[float, float]:
+    window = data.get("prune_window", KEYS["prune_window"][0])
+    if (not isinstance(window, list) or len(window) != 2
+            or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in window)
+            or not 0.0 <= window[0] < window[1] <= 1.0):
+        raise ValueError(f"{where}: 'prune_window' must be [start, end] with "
+                         f"0 <= start < end <= 1 (fractions of the run), got {window!r}")
+    return float(window[0]), float(window[1])
 
 
 def _check_agents(part: GridPart, where: str) -> None:

@@ -26,6 +26,7 @@ from itertools import product
 from pathlib import Path
 
 from pruningrl.experiments.grid import Grid, GridPart
+from pruningrl.finetune import IN_TRAINING
 
 #: learned attacks whose adversary is itself a policy (trained with PPO): run at a few points,
 #: reported beside the score on MuJoCo tasks, not inside it
@@ -109,16 +110,25 @@ def expand(grid: Grid) -> list[Job]:
                      "seed": seed, "agent_sha256": file_sha256(agent_path(agent_id)),
                      "finetune_steps": part.finetune_steps, "eps": eps, "norm": part.norm,
                      "episodes": part.episodes, "local_states": part.local_states,
-                     **_pruning(method, scope, target, part)}, units)
+                     **_pruning(method, scope, target, part, agent_id)}, units)
     return list(jobs.values())
 
 
-def _pruning(method: str, scope: str, target: float, part: GridPart) -> dict:
+def _pruning(method: str, scope: str, target: float, part: GridPart, agent_id: str) -> dict:
+    """The pruning keys of a job's config. Pruning during training fine-tunes nothing, so its
+    dense control is the untouched base agent (``finetune_steps`` 0), trained the same way."""
+    steps = {"finetune_steps": 0} if method == IN_TRAINING else {}
     if target == 0.0:
-        return {"method": "dense", "scope": None, "target_sparsity": 0.0}
-    out = {"method": method, "scope": scope, "target_sparsity": target}
+        return {"method": "dense", "scope": None, "target_sparsity": 0.0, **steps}
+    out = {"method": method, "scope": scope, "target_sparsity": target, **steps}
     if method == "micro":
         out["rate"] = part.rate
+    if method == IN_TRAINING:
+        from pruningrl.agent import load_agent
+        from pruningrl.zoo import agent_path
+
+        config = load_agent(agent_path(agent_id)).metadata["config"]
+        out.update(train_steps=int(config["total_steps"]), prune_window=list(part.prune_window))
     return out
 
 
@@ -194,17 +204,23 @@ def _run_prune(config: dict, units: list[AttackUnit], checkpoint: bytes | None,
 
 def _make_agent(config: dict, base, path: Path, phases: dict):
     from pruningrl.agent import save_agent
-    from pruningrl.finetune import prune_and_finetune
+    from pruningrl.finetune import prune_and_finetune, prune_during_training
 
     start = time.perf_counter()
     method = "magnitude" if config["method"] == "dense" else config["method"]
-    made = prune_and_finetune(base, method, config["target_sparsity"], config["scope"] or "global",
-                              config["finetune_steps"], config["seed"], config.get("rate", 0.02))
+    if method == IN_TRAINING:
+        made = prune_during_training(base, config["target_sparsity"], config["scope"],
+                                     tuple(config["prune_window"]))
+    else:
+        made = prune_and_finetune(base, method, config["target_sparsity"],
+                                  config["scope"] or "global", config["finetune_steps"],
+                                  config["seed"], config.get("rate", 0.02))
     if made.interrupted:
         raise KeyboardInterrupt
     made.agent.metadata = {**made.agent.metadata, "job": config}
     save_agent(made.agent, path)
-    phases["finetune"] = round(time.perf_counter() - start, 3)
+    phases["train" if method == IN_TRAINING else "finetune"] = round(
+        time.perf_counter() - start, 3)
     return made.agent
 
 

@@ -161,9 +161,9 @@ def _bar(total: int, name: str, progress: bool):
 def estimate(planned: list[PlannedJob], stores: list[RecordStore]) -> dict:
     """Estimated seconds for the planned work, from per-phase costs measured in ``stores``.
 
-    Costs are rates from done records: fine-tuning seconds per step and evaluation seconds per
-    episode (per task and attack), certification and attacker training seconds per job. A phase
-    never measured for a task is counted in ``unknown_phases`` instead of guessed.
+    Costs are rates from done records: fine-tuning (and training) seconds per step, evaluation
+    seconds per episode (per task and attack), certification and attacker training seconds per
+    job. A phase never measured for a task is counted in ``unknown_phases`` instead of guessed.
     """
     rates = _measured_rates(stores)
     total, unknown = 0.0, 0
@@ -174,7 +174,8 @@ def estimate(planned: list[PlannedJob], stores: list[RecordStore]) -> dict:
         env = config["env_id"]
         keys: list[tuple[str, float]] = []
         if config["kind"] == "prune" and p.status != "partial":
-            keys += [("finetune", config["finetune_steps"]), ("certify", 1.0)]
+            keys += [("finetune", config["finetune_steps"]), ("certify", 1.0),
+                     ("train", config.get("train_steps", 0))]
             if config["target_sparsity"] == 0.0:
                 keys.append(("evaluate:none", config["episodes"]))
         for unit in p.todo:
@@ -205,6 +206,8 @@ def _measured_rates(stores: list[RecordStore]) -> dict[tuple[str, str], float]:
                 name = name.split(":")[0]
                 if kind == "finetune":
                     amount = config.get("finetune_steps") or 0
+                elif kind == "train":
+                    amount = config.get("train_steps") or 0
                 elif kind in ("evaluate", "base"):
                     kind, amount = "evaluate", config["episodes"]
                 else:
