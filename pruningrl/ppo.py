@@ -42,7 +42,7 @@ from torch import nn
 
 from pruningrl.agent import Agent, _atomic_write, _attach_masks, clone_policy, save_agent
 from pruningrl.balls import ascent_direction, project_to_ball, random_in_ball
-from pruningrl.envs import VectorEnv, check_env_id, check_seed, env_spec
+from pruningrl.envs import EnvSpec, VectorEnv, check_env_id, check_seed, env_spec
 from pruningrl.gradients import NumpyGradients, NumpyMLP, divergence_gradients
 from pruningrl.normalization import ObservationNormalizer, RewardScaler
 from pruningrl.policies import (
@@ -313,26 +313,35 @@ class TrainResult:
     interrupted: bool = False
 
 
-def train(
-    config: PPOConfig,
-    out: str | os.PathLike | None = None,
-    hooks: Sequence[UpdateHook] = (),
-    resume: bool = False,
-    progress: bool = True,
-    command: str | None = None,
-    init: Agent | None = None,
-    extra_metadata: dict | None = None,
-) -> TrainResult:
-    """Train a PPO (or SA-PPO) agent; save it to ``out`` every few iterations and at the end.
+@dataclass
+class _Run:
+    """One training run: its settings, its networks and everything a checkpoint saves."""
 
-    ``init`` starts from an existing agent (fine-tuning: its networks, pruning masks included,
-    and its observation statistics, which stay frozen if ``config.freeze_obs_norm``).
-    ``extra_metadata`` is stored with the agent (for example how it was pruned).
+    config: PPOConfig
+    spec: EnvSpec
+    policy: Policy
+    value: ValueNetwork
+    params: list[torch.Tensor]
+    optimizer: torch.optim.Adam
+    obs_norm: ObservationNormalizer
+    reward_scaler: RewardScaler
+    generator: torch.Generator
+    init: Agent | None = None
+    command: str | None = None
+    extra_metadata: dict | None = None
+    iteration: int = 0
+    global_step: int = 0
+    wall_before: float = 0.0  # seconds spent before a resume
+    curve: dict[str, list] = field(default_factory=lambda: {
+        "steps": [], "return": [], "length": [], "samples_per_s": [], "rollout_s": [],
+        "update_s": [],
+    })
 
-    With ``resume=True`` the run continues from ``out``'s training state (optimizer, normalizers,
-    random state, curve); its environments start fresh episodes. Ctrl-C stops cleanly: the last
-    saved checkpoint stays intact and ``TrainResult.interrupted`` is set.
-    """
+
+def _setup_run(
+    config: PPOConfig, init: Agent | None, command: str | None, extra_metadata: dict | None
+) -> _Run:
+    """Seed everything; build (or clone from ``init``) the networks, Adam and the normalizers."""
     config.validate()
     torch.set_num_threads(1)
     seed_everything(config.seed, deterministic=False)
@@ -354,259 +363,373 @@ def train(
         config.num_envs, config.gamma, config.clip_reward, config.normalize_reward
     )
     generator = torch.Generator().manual_seed(config.seed)
-    iteration, global_step, wall_before = 0, 0, 0.0
-    curve: dict[str, list] = {
-        "steps": [], "return": [], "length": [], "samples_per_s": [], "rollout_s": [],
-        "update_s": [],
-    }
-    if resume:
-        if out is None or not train_state_path(out).is_file():
-            raise ValueError(f"nothing to resume: no training state beside {out}")
-        try:
-            state = torch.load(train_state_path(out), weights_only=True)
-        except Exception as error:  # noqa: BLE001 - any unreadable file is the same bad input
-            raise ValueError(
-                f"unreadable training state {train_state_path(out)} ({type(error).__name__})"
-            ) from None
-        saved = PPOConfig.from_dict(json.loads(state["config"]))
-        if {**saved.to_dict(), "total_steps": 0} != {**config.to_dict(), "total_steps": 0}:
-            raise ValueError("the resumed run's settings differ from the saved ones")
-        policy_state = dict(state["policy"])
-        _attach_masks(policy, policy_state, train_state_path(out))  # a pruned run's masks
-        policy.load_state_dict(policy_state)
-        refresh_pruned_weights(policy)
-        value.load_state_dict(state["value"])
-        optimizer.load_state_dict(state["optimizer"])
-        obs_norm.rms.load_state_dict({k: v.numpy() if torch.is_tensor(v) else v
-                                      for k, v in state["obs_rms"].items()})
-        reward_scaler.rms.load_state_dict({k: v.numpy() if torch.is_tensor(v) else v
-                                           for k, v in state["reward_rms"].items()})
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        iteration, global_step = int(state["iteration"]), int(state["global_step"])
-        wall_before = float(state["wall_time_s"])
-        curve = json.loads(state["curve"])
+    return _Run(config=config, spec=spec, policy=policy, value=value, params=params,
+                optimizer=optimizer, obs_norm=obs_norm, reward_scaler=reward_scaler,
+                generator=generator, init=init, command=command, extra_metadata=extra_metadata)
 
-    def snapshot(wall: float) -> Agent:
-        return Agent(
-            env_id=config.env_id,
-            policy=policy,
-            value=value,
-            obs_mean=obs_norm.rms.mean.copy(),
-            obs_var=obs_norm.rms.var.copy(),
-            clip_obs=config.clip_obs,
-            normalize_obs=config.normalize_obs,
-            action_low=None if init is None else init.action_low,
-            action_high=None if init is None else init.action_high,
-            metadata={
-                "algorithm": config.variant,
-                "config": config.to_dict(),
-                "seed": config.seed,
-                "steps": global_step,
-                "iterations": iteration,
-                "wall_time_s": round(wall, 1),
-                "samples_per_s": round(global_step / max(wall, 1e-9), 1),
-                "code_version": code_version(),
-                "command": command,
-                **(extra_metadata or {}),
-                "curve": curve,
-            },
-        )
 
-    def save(wall: float) -> None:
-        if out is None:
-            return
-        save_agent(snapshot(wall), out)
-        state = {
-            "config": json.dumps(config.to_dict()),
-            "policy": policy.state_dict(),
-            "value": value.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "obs_rms": {k: torch.as_tensor(v) for k, v in obs_norm.rms.state_dict().items()},
-            "reward_rms": {
-                k: torch.as_tensor(v) for k, v in reward_scaler.rms.state_dict().items()
-            },
-            "generator": generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "iteration": iteration,
-            "global_step": global_step,
-            "wall_time_s": wall,
-            "curve": json.dumps(curve),
-        }
-        _atomic_write(train_state_path(out), lambda tmp: torch.save(state, tmp))
+def _numpy_state(state: dict) -> dict:
+    """A saved running-statistics state with its tensors back as numpy arrays."""
+    return {k: v.numpy() if torch.is_tensor(v) else v for k, v in state.items()}
 
-    T, N = config.steps_per_env, config.num_envs
-    obs_buf = torch.zeros(T, N, spec.obs_dim)
-    act_buf = torch.zeros(T, N) if spec.discrete else torch.zeros(T, N, spec.act_dim)
-    logp_buf, rew_buf, done_buf, val_buf = (torch.zeros(T, N) for _ in range(4))
-    low, high = spec.action_low, spec.action_high
 
-    envs = VectorEnv(config.env_id, N, seed=config.seed + 7919 * iteration,
-                     num_workers=config.num_workers, env_kwargs=config.env_kwargs)
-    bar = None
-    start = time.perf_counter()
-    interrupted = False
+def _load_train_state(run: _Run, out: str | os.PathLike | None) -> None:
+    """Restore ``run`` from the training state beside ``out`` (the settings must match)."""
+    if out is None or not train_state_path(out).is_file():
+        raise ValueError(f"nothing to resume: no training state beside {out}")
     try:
-        raw_obs = envs.reset(seed=config.seed + 7919 * iteration)
+        state = torch.load(train_state_path(out), weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is the same bad input
+        raise ValueError(
+            f"unreadable training state {train_state_path(out)} ({type(error).__name__})"
+        ) from None
+    saved = PPOConfig.from_dict(json.loads(state["config"]))
+    if {**saved.to_dict(), "total_steps": 0} != {**run.config.to_dict(), "total_steps": 0}:
+        raise ValueError("the resumed run's settings differ from the saved ones")
+    policy_state = dict(state["policy"])
+    _attach_masks(run.policy, policy_state, train_state_path(out))  # a pruned run's masks
+    run.policy.load_state_dict(policy_state)
+    refresh_pruned_weights(run.policy)
+    run.value.load_state_dict(state["value"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.obs_norm.rms.load_state_dict(_numpy_state(state["obs_rms"]))
+    run.reward_scaler.rms.load_state_dict(_numpy_state(state["reward_rms"]))
+    run.generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    run.iteration, run.global_step = int(state["iteration"]), int(state["global_step"])
+    run.wall_before = float(state["wall_time_s"])
+    run.curve = json.loads(state["curve"])
+
+
+def _snapshot(run: _Run, wall: float) -> Agent:
+    """The agent as it stands (sharing the run's networks), its metadata and curve included."""
+    config, init = run.config, run.init
+    return Agent(
+        env_id=config.env_id,
+        policy=run.policy,
+        value=run.value,
+        obs_mean=run.obs_norm.rms.mean.copy(),
+        obs_var=run.obs_norm.rms.var.copy(),
+        clip_obs=config.clip_obs,
+        normalize_obs=config.normalize_obs,
+        action_low=None if init is None else init.action_low,
+        action_high=None if init is None else init.action_high,
+        metadata={
+            "algorithm": config.variant,
+            "config": config.to_dict(),
+            "seed": config.seed,
+            "steps": run.global_step,
+            "iterations": run.iteration,
+            "wall_time_s": round(wall, 1),
+            "samples_per_s": round(run.global_step / max(wall, 1e-9), 1),
+            "code_version": code_version(),
+            "command": run.command,
+            **(run.extra_metadata or {}),
+            "curve": run.curve,
+        },
+    )
+
+
+def _save_train_state(run: _Run, out: str | os.PathLike, wall: float) -> None:
+    """Write what ``_load_train_state`` restores to ``train_state_path(out)``, atomically."""
+    state = {
+        "config": json.dumps(run.config.to_dict()),
+        "policy": run.policy.state_dict(),
+        "value": run.value.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "obs_rms": {k: torch.as_tensor(v) for k, v in run.obs_norm.rms.state_dict().items()},
+        "reward_rms": {
+            k: torch.as_tensor(v) for k, v in run.reward_scaler.rms.state_dict().items()
+        },
+        "generator": run.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "iteration": run.iteration,
+        "global_step": run.global_step,
+        "wall_time_s": wall,
+        "curve": json.dumps(run.curve),
+    }
+    _atomic_write(train_state_path(out), lambda tmp: torch.save(state, tmp))
+
+
+def _save(run: _Run, out: str | os.PathLike | None, wall: float) -> None:
+    """Checkpoint: the agent to ``out`` and the training state beside it (nothing if no ``out``)."""
+    if out is None:
+        return
+    save_agent(_snapshot(run, wall), out)
+    _save_train_state(run, out, wall)
+
+
+@dataclass
+class _Rollout:
+    """One iteration's (T, N) rollout buffers, and the envs' current raw observations."""
+
+    obs: torch.Tensor  # normalized observations s_t
+    act: torch.Tensor
+    logp: torch.Tensor  # log pi_old(a_t|s_t)
+    rew: torch.Tensor  # scaled rewards, plus gamma V(s_final) at a truncation
+    done: torch.Tensor
+    val: torch.Tensor  # V_old(s_t)
+    raw_rewards: np.ndarray
+    bootstrap: np.ndarray  # gamma V(s_final) where an episode was truncated, else 0
+    raw_obs: np.ndarray | None = None
+    episodes: list[tuple[float, int]] = field(default_factory=list)  # (return, length) ended
+
+    @classmethod
+    def allocate(cls, config: PPOConfig, spec: EnvSpec) -> _Rollout:
+        """Zeroed buffers for T = steps_per_env steps of N = num_envs envs."""
+        T, N = config.steps_per_env, config.num_envs
+        obs = torch.zeros(T, N, spec.obs_dim)
+        act = torch.zeros(T, N) if spec.discrete else torch.zeros(T, N, spec.act_dim)
+        logp, rew, done, val = (torch.zeros(T, N) for _ in range(4))
+        return cls(obs, act, logp, rew, done, val, np.zeros((T, N)), np.zeros((T, N)))
+
+
+def _set_learning_rate(run: _Run) -> None:
+    """lr_k = lr (1 - k / K) at iteration k of K, when annealing."""
+    config = run.config
+    if config.anneal_lr:
+        for group in run.optimizer.param_groups:
+            group["lr"] = config.learning_rate * (1.0 - run.iteration / config.iterations)
+
+
+def _act(run: _Run, envs: VectorEnv, buf: _Rollout, t: int, noise: torch.Tensor) -> None:
+    """Sample a_t ~ pi(.|s_t) for every env from the pre-drawn ``noise[t]`` and send it."""
+    spec = run.spec
+    obs = torch.from_numpy(run.obs_norm(buf.raw_obs))
+    with torch.no_grad():
+        out = run.policy.net(obs)
+        if spec.discrete:  # inverse-CDF sampling with a pre-drawn uniform
+            log_p = torch.log_softmax(out, -1)
+            cdf = log_p.exp().cumsum(-1)
+            action = torch.searchsorted(cdf, noise[t]).clamp_max(out.shape[-1] - 1)
+            logp = log_p.gather(-1, action)[:, 0]
+            action = action[:, 0]
+        else:  # a = mu + sigma xi, log pi(a|s) = -|xi|^2/2 - sum log sigma - d/2 log 2 pi
+            log_std = run.policy.log_std
+            action = out + log_std.exp() * noise[t]
+            logp = (-0.5 * noise[t].pow(2).sum(-1) - log_std.sum()
+                    - 0.5 * out.shape[-1] * math.log(2 * math.pi))
+        buf.val[t] = run.value(obs)
+    buf.obs[t], buf.act[t], buf.logp[t] = obs, action, logp
+    a = action.numpy()
+    for gi, g in enumerate(envs.groups):  # the workers step their slices in parallel
+        envs.step_group(gi, a[g] if spec.discrete
+                        else np.clip(a[g], spec.action_low, spec.action_high))
+
+
+def _observe(run: _Run, envs: VectorEnv, buf: _Rollout, t: int) -> None:
+    """Receive r_t and s_{t+1}; a truncated episode's reward gains gamma V(s_final)."""
+    for gi, g in enumerate(envs.groups):
+        res = envs.recv_group(gi)
+        buf.raw_rewards[t, g] = res.rewards
+        buf.done[t, g] = torch.from_numpy((res.terminated | res.truncated).astype(np.float32))
+        for i, final in res.final_obs.items():
+            if res.truncated[i - g.start]:  # a time limit is not terminal: bootstrap
+                with torch.no_grad():
+                    v = run.value(torch.from_numpy(run.obs_norm(final[None])))
+                buf.bootstrap[t, i] = run.config.gamma * float(v[0])
+        buf.raw_obs[g] = res.obs
+        buf.episodes.extend(res.episodes)
+    rewards = run.reward_scaler(buf.raw_rewards[t], buf.done[t].numpy().astype(bool))
+    buf.rew[t] = torch.from_numpy(rewards + buf.bootstrap[t])
+
+
+def _collect_rollout(
+    run: _Run, envs: VectorEnv, buf: _Rollout
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """T steps of all N envs into ``buf``; the GAE advantages A and returns R = A + V_old.
+
+    One batched inference for all envs per step (so a run does not depend on how envs map to
+    workers); everything random is drawn per iteration from the run's generator.
+    """
+    config, spec = run.config, run.spec
+    T, N = config.steps_per_env, config.num_envs
+    buf.episodes.clear()
+    buf.bootstrap[:] = 0.0
+    act_dim = 1 if spec.discrete else spec.act_dim
+    noise = (torch.rand((T, N, 1), generator=run.generator) if spec.discrete
+             else torch.randn((T, N, act_dim), generator=run.generator))
+    for t in range(T):
+        _act(run, envs, buf, t, noise)
+        if not config.freeze_obs_norm:
+            run.obs_norm.update(buf.raw_obs)  # every observation is merged once, after use
+        _observe(run, envs, buf, t)
+    with torch.no_grad():
+        last_values = run.value(torch.from_numpy(run.obs_norm(buf.raw_obs)))
+        advantages = gae(buf.rew, buf.val, buf.done, last_values,
+                         config.gamma, config.gae_lambda)
+        returns = advantages + buf.val
+    return advantages, returns
+
+
+def _sa_eps(config: PPOConfig, iteration: int) -> float:
+    """eps_k = eps min(1, (k / K) / ramp): the SA-PPO radius grows over the first ``sa_ramp``."""
+    progress_frac = iteration / config.iterations
+    return config.sa_eps * (min(1.0, progress_frac / config.sa_ramp)
+                            if config.sa_ramp > 0 else 1.0)
+
+
+def _analytic_minibatch(
+    run: _Run, fast: NumpyGradients, batch: Sequence[np.ndarray], rows: np.ndarray,
+    sa_eps: float,
+) -> None:
+    """Closed-form gradients of the loss on the minibatch ``rows``, clipped, into ``.grad``."""
+    config = run.config
+    n_obs, n_act, n_logp, n_adv, n_ret = batch
+    obs, adv = n_obs[rows], n_adv[rows]
+    if config.normalize_advantages:
+        adv = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8)
+    fast.zero()
+    fast.add_ppo(obs, n_act[rows], n_logp[rows], adv, n_ret[rows],
+                 config.clip_coef, config.vf_coef, config.ent_coef)
+    if config.sa_reg > 0 and sa_eps > 0:
+        attacked = worst_case_states(
+            run.policy, torch.from_numpy(obs), sa_eps, config.sa_norm,
+            config.sa_steps, config.sa_method, run.generator)
+        fast.add_sa(obs, attacked.numpy(), config.sa_reg)
+    if config.max_grad_norm > 0:
+        fast.clip(config.max_grad_norm)
+
+
+def _autograd_minibatch(
+    run: _Run, batch: Sequence[torch.Tensor], idx: torch.Tensor, sa_eps: float
+) -> None:
+    """loss = L_clip + c_v L_value - c_H H + L_SA on the minibatch ``idx``, backpropagated."""
+    config, policy = run.config, run.policy
+    b_obs, b_act, b_logp, b_adv, b_ret = batch
+    obs = b_obs[idx]
+    adv = b_adv[idx]
+    if config.normalize_advantages:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    log_prob, entropy = log_prob_and_entropy(policy, obs, b_act[idx])
+    loss = clipped_surrogate(log_prob, b_logp[idx], adv, config.clip_coef)
+    loss = loss + config.vf_coef * 0.5 * (run.value(obs) - b_ret[idx]).pow(2).mean()
+    if config.ent_coef:
+        loss = loss - config.ent_coef * entropy
+    if config.sa_reg > 0 and sa_eps > 0:
+        loss = loss + config.sa_reg * sa_regularizer(
+            policy, obs, sa_eps, config.sa_norm, config.sa_steps,
+            config.sa_method, run.generator)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.max_grad_norm > 0:
+        nn.utils.clip_grad_norm_(run.params, config.max_grad_norm)
+
+
+def _update(run: _Run, buf: _Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> None:
+    """Epochs x minibatches of Adam steps on the clipped objective over the flattened rollout."""
+    config, spec = run.config, run.spec
+    b_obs = buf.obs.reshape(-1, spec.obs_dim)
+    b_act = buf.act.reshape(-1) if spec.discrete else buf.act.reshape(-1, spec.act_dim)
+    batch = (b_obs, b_act, buf.logp.reshape(-1), advantages.reshape(-1), returns.reshape(-1))
+    sa_eps = _sa_eps(config, run.iteration)
+    size = config.minibatch_size
+    if config.analytic_gradients:  # numpy views of this iteration's parameters and masks
+        fast = NumpyGradients(run.policy, run.value)
+        fast.attach()
+        n_batch = tuple(x.numpy() for x in batch)
+    for _ in range(config.epochs):
+        perm = torch.randperm(config.steps_per_iteration, generator=run.generator)
+        for k in range(config.minibatches):
+            idx = perm[k * size:(k + 1) * size]
+            if config.analytic_gradients:
+                _analytic_minibatch(run, fast, n_batch, idx.numpy(), sa_eps)
+            else:
+                _autograd_minibatch(run, batch, idx, sa_eps)
+            run.optimizer.step()
+    refresh_pruned_weights(run.policy)  # keep layer.weight in step with W_orig * M
+
+
+def _record_iteration(
+    run: _Run, episodes: list[tuple[float, int]], rollout_s: float, iteration_s: float
+) -> None:
+    """Append the iteration to the curve: mean return and length of the episodes it ended."""
+    curve = run.curve
+    curve["steps"].append(run.global_step)
+    curve["return"].append(
+        round(float(np.mean([r for r, _ in episodes])), 2) if episodes else None)
+    curve["length"].append(
+        round(float(np.mean([n for _, n in episodes])), 1) if episodes else None)
+    curve["samples_per_s"].append(round(run.config.steps_per_iteration / iteration_s, 1))
+    curve["rollout_s"].append(round(rollout_s, 4))
+    curve["update_s"].append(round(iteration_s - rollout_s, 4))
+
+
+def _progress_bar(run: _Run):
+    """A tqdm bar over the run's steps, starting where a resumed run left off."""
+    from tqdm.auto import tqdm
+
+    config = run.config
+    return tqdm(total=config.iterations * config.steps_per_iteration, initial=run.global_step,
+                unit="step", desc=f"{config.variant} {config.env_id} seed {config.seed}",
+                dynamic_ncols=True, file=sys.stderr)
+
+
+def _advance_bar(bar, run: _Run, episodes: list, recent: list[float], wall: float) -> None:
+    """One iteration on; shows the mean of the last 20 episode returns and samples per second."""
+    recent[:] = ([r for r, _ in episodes] or recent)[-20:]
+    bar.update(run.config.steps_per_iteration)
+    bar.set_postfix(ret=f"{np.mean(recent):.1f}" if recent else "-",
+                    sps=f"{run.global_step / max(wall, 1e-9):.0f}", refresh=False)
+
+
+def train(
+    config: PPOConfig,
+    out: str | os.PathLike | None = None,
+    hooks: Sequence[UpdateHook] = (),
+    resume: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+    init: Agent | None = None,
+    extra_metadata: dict | None = None,
+) -> TrainResult:
+    """Train a PPO (or SA-PPO) agent; save it to ``out`` every few iterations and at the end.
+
+    ``init`` starts from an existing agent (fine-tuning: its networks, pruning masks included,
+    and its observation statistics, which stay frozen if ``config.freeze_obs_norm``).
+    ``extra_metadata`` is stored with the agent (for example how it was pruned).
+
+    With ``resume=True`` the run continues from ``out``'s training state (optimizer, normalizers,
+    random state, curve); its environments start fresh episodes. Ctrl-C stops cleanly: the last
+    saved checkpoint stays intact and ``TrainResult.interrupted`` is set.
+    """
+    run = _setup_run(config, init, command, extra_metadata)
+    if resume:
+        _load_train_state(run, out)
+    buf = _Rollout.allocate(config, run.spec)
+    env_seed = config.seed + 7919 * run.iteration
+    envs = VectorEnv(config.env_id, config.num_envs, seed=env_seed,
+                     num_workers=config.num_workers, env_kwargs=config.env_kwargs)
+    bar, recent, interrupted = None, [], False
+    start = time.perf_counter()
+    try:
+        buf.raw_obs = envs.reset(seed=env_seed)
         if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=config.iterations * config.steps_per_iteration, initial=global_step,
-                       unit="step", desc=f"{config.variant} {config.env_id} seed {config.seed}",
-                       dynamic_ncols=True, file=sys.stderr)
-        recent: list[float] = []
-        groups = envs.groups
-        episodes: list[tuple[float, int]] = []
-
-        # ---- rollout. One batched inference for all envs per step (so a run does not depend on
-        # how envs map to workers); everything random is drawn per iteration from `generator`.
-        raw_rewards = np.zeros((T, N))
-        bootstrap = np.zeros((T, N))
-        act_dim = 1 if spec.discrete else spec.act_dim
-
-        def act(t: int, noise: torch.Tensor) -> None:
-            obs = torch.from_numpy(obs_norm(raw_obs))
-            with torch.no_grad():
-                out = policy.net(obs)
-                if spec.discrete:  # inverse-CDF sampling with a pre-drawn uniform
-                    log_p = torch.log_softmax(out, -1)
-                    cdf = log_p.exp().cumsum(-1)
-                    action = torch.searchsorted(cdf, noise[t]).clamp_max(out.shape[-1] - 1)
-                    logp = log_p.gather(-1, action)[:, 0]
-                    action = action[:, 0]
-                else:  # a = mu + sigma xi, log pi(a|s) = -|xi|^2/2 - sum log sigma - d/2 log 2 pi
-                    action = out + policy.log_std.exp() * noise[t]
-                    logp = (-0.5 * noise[t].pow(2).sum(-1) - policy.log_std.sum()
-                            - 0.5 * out.shape[-1] * math.log(2 * math.pi))
-                val_buf[t] = value(obs)
-            obs_buf[t], act_buf[t], logp_buf[t] = obs, action, logp
-            a = action.numpy()
-            for gi, g in enumerate(groups):  # the workers step their slices in parallel
-                envs.step_group(gi, a[g] if spec.discrete else np.clip(a[g], low, high))
-
-        def observe(t: int) -> None:
-            for gi, g in enumerate(groups):
-                res = envs.recv_group(gi)
-                raw_rewards[t, g] = res.rewards
-                done_buf[t, g] = torch.from_numpy(
-                    (res.terminated | res.truncated).astype(np.float32))
-                for i, final in res.final_obs.items():
-                    if res.truncated[i - g.start]:  # a time limit is not terminal: bootstrap
-                        with torch.no_grad():
-                            v = value(torch.from_numpy(obs_norm(final[None])))
-                        bootstrap[t, i] = config.gamma * float(v[0])
-                raw_obs[g] = res.obs
-                episodes.extend(res.episodes)
-            rewards = reward_scaler(raw_rewards[t], done_buf[t].numpy().astype(bool))
-            rew_buf[t] = torch.from_numpy(rewards + bootstrap[t])
-
-        while iteration < config.iterations:
+            bar = _progress_bar(run)
+        while run.iteration < config.iterations:
             iter_start = time.perf_counter()
-            if config.anneal_lr:
-                for group in optimizer.param_groups:
-                    group["lr"] = config.learning_rate * (1.0 - iteration / config.iterations)
-            episodes.clear()
-            bootstrap[:] = 0.0
-            noise = (torch.rand((T, N, 1), generator=generator) if spec.discrete
-                     else torch.randn((T, N, act_dim), generator=generator))
-            for t in range(T):
-                act(t, noise)
-                if not config.freeze_obs_norm:
-                    obs_norm.update(raw_obs)  # every observation is merged once, after use
-                observe(t)
-            with torch.no_grad():
-                last_values = value(torch.from_numpy(obs_norm(raw_obs)))
-                advantages = gae(rew_buf, val_buf, done_buf, last_values,
-                                 config.gamma, config.gae_lambda)
-                returns = advantages + val_buf
-
-            # ---- update: epochs x minibatches of the clipped objective
-            rollout_time = time.perf_counter() - iter_start
-            b_obs = obs_buf.reshape(-1, spec.obs_dim)
-            b_act = act_buf.reshape(-1) if spec.discrete else act_buf.reshape(-1, spec.act_dim)
-            b_logp, b_adv = logp_buf.reshape(-1), advantages.reshape(-1)
-            b_ret = returns.reshape(-1)
-            progress_frac = iteration / config.iterations
-            sa_eps = config.sa_eps * (min(1.0, progress_frac / config.sa_ramp)
-                                      if config.sa_ramp > 0 else 1.0)
-            size = config.minibatch_size
-            sa_active = config.sa_reg > 0 and sa_eps > 0
-            if config.analytic_gradients:  # numpy views of this iteration's parameters and masks
-                fast = NumpyGradients(policy, value)
-                fast.attach()
-                n_obs, n_act, n_logp, n_adv, n_ret = (
-                    x.numpy() for x in (b_obs, b_act, b_logp, b_adv, b_ret))
-            for _ in range(config.epochs):
-                perm = torch.randperm(config.steps_per_iteration, generator=generator)
-                for k in range(config.minibatches):
-                    idx = perm[k * size:(k + 1) * size]
-                    if config.analytic_gradients:
-                        rows = idx.numpy()
-                        obs, adv = n_obs[rows], n_adv[rows]
-                        if config.normalize_advantages:
-                            adv = (adv - adv.mean()) / (adv.std(ddof=1) + 1e-8)
-                        fast.zero()
-                        fast.add_ppo(obs, n_act[rows], n_logp[rows], adv, n_ret[rows],
-                                     config.clip_coef, config.vf_coef, config.ent_coef)
-                        if sa_active:
-                            attacked = worst_case_states(
-                                policy, torch.from_numpy(obs), sa_eps, config.sa_norm,
-                                config.sa_steps, config.sa_method, generator)
-                            fast.add_sa(obs, attacked.numpy(), config.sa_reg)
-                        if config.max_grad_norm > 0:
-                            fast.clip(config.max_grad_norm)
-                    else:
-                        obs = b_obs[idx]
-                        adv = b_adv[idx]
-                        if config.normalize_advantages:
-                            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
-                        log_prob, entropy = log_prob_and_entropy(policy, obs, b_act[idx])
-                        loss = clipped_surrogate(log_prob, b_logp[idx], adv, config.clip_coef)
-                        loss = loss + config.vf_coef * 0.5 * (value(obs) - b_ret[idx]).pow(2).mean()
-                        if config.ent_coef:
-                            loss = loss - config.ent_coef * entropy
-                        if sa_active:
-                            loss = loss + config.sa_reg * sa_regularizer(
-                                policy, obs, sa_eps, config.sa_norm, config.sa_steps,
-                                config.sa_method, generator)
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        if config.max_grad_norm > 0:
-                            nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-                    optimizer.step()
-            refresh_pruned_weights(policy)  # keep layer.weight in step with W_orig * M
-            iteration += 1
-            global_step += config.steps_per_iteration
+            _set_learning_rate(run)
+            advantages, returns = _collect_rollout(run, envs, buf)
+            rollout_s = time.perf_counter() - iter_start
+            _update(run, buf, advantages, returns)
+            run.iteration += 1
+            run.global_step += config.steps_per_iteration
             for hook in hooks:
-                hook(policy, global_step, config.iterations * config.steps_per_iteration)
-
-            # ---- bookkeeping
-            recent = ([r for r, _ in episodes] or recent)[-20:]
-            iter_time = time.perf_counter() - iter_start
-            curve["steps"].append(global_step)
-            curve["return"].append(
-                round(float(np.mean([r for r, _ in episodes])), 2) if episodes else None)
-            curve["length"].append(
-                round(float(np.mean([n for _, n in episodes])), 1) if episodes else None)
-            curve["samples_per_s"].append(round(config.steps_per_iteration / iter_time, 1))
-            curve["rollout_s"].append(round(rollout_time, 4))
-            curve["update_s"].append(round(iter_time - rollout_time, 4))
-            wall = wall_before + time.perf_counter() - start
-            if iteration % config.checkpoint_every == 0 or iteration == config.iterations:
-                save(wall)
+                hook(run.policy, run.global_step, config.iterations * config.steps_per_iteration)
+            _record_iteration(run, buf.episodes, rollout_s, time.perf_counter() - iter_start)
+            wall = run.wall_before + time.perf_counter() - start
+            if run.iteration % config.checkpoint_every == 0 or run.iteration == config.iterations:
+                _save(run, out, wall)
             if bar is not None:
-                bar.update(config.steps_per_iteration)
-                bar.set_postfix(
-                    ret=f"{np.mean(recent):.1f}" if recent else "-",
-                    sps=f"{global_step / max(wall, 1e-9):.0f}", refresh=False)
+                _advance_bar(bar, run, buf.episodes, recent, wall)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         envs.close()
         if bar is not None:
             bar.close()
-    wall = wall_before + time.perf_counter() - start
+    wall = run.wall_before + time.perf_counter() - start
     if out is not None and not interrupted:
         train_state_path(out).unlink(missing_ok=True)
-    return TrainResult(snapshot(wall), global_step, wall,
-                       global_step / max(wall, 1e-9), interrupted)
+    return TrainResult(_snapshot(run, wall), run.global_step, wall,
+                       run.global_step / max(wall, 1e-9), interrupted)
