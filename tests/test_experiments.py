@@ -354,12 +354,15 @@ def _series(scores: dict[float, list[float]], clean_dense: float = 100.0) -> lis
 
 
 def test_the_sweet_spot_follows_its_definition():
-    found = sweet_spots(_series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.65, 0.9]}))
+    found = sweet_spots(_series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.65, 0.72]}))
     assert found[0]["verdict"] == "sweet spot" and found[0]["sweet_spot"] == 0.5
     assert found[0]["gain_min"] == pytest.approx(0.05)
     assert found[0]["gain_median"] == pytest.approx(0.1)
-    one_seed_loses = sweet_spots(_series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.55, 0.9]}))
+    assert found[0]["gain_spread"] == pytest.approx(0.07)
+    one_seed_loses = sweet_spots(_series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.55, 0.72]}))
     assert one_seed_loses[0]["verdict"] == "none here"
+    within_spread = sweet_spots(_series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.65, 0.9]}))
+    assert within_spread[0]["gain_min"] > 0 and within_spread[0]["verdict"] == "none here"
     dense_best = sweet_spots(_series({0.0: [0.6, 0.6, 0.6], 0.5: [0.5, 0.5, 0.9]}))
     assert dense_best[0]["sweet_spot"] == 0.0 and dense_best[0]["verdict"] == "none here"
     partial = _series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.65, 0.9], 0.7: [0.9, 0.9, 0.9]})

@@ -12,8 +12,10 @@ are means over the evaluation episodes:
   a few points only and are reported beside the score.
 * score(s) = (c(s) + a(s)) / 2.
 * sweet spot s* = the sparsity with the highest median-over-seeds score; its gain is
-  score(s*) - score(0) per seed. The verdict is "sweet spot" when s* > 0 and the gain is positive
-  for every seed (its whole seed range lies above zero), else "none here".
+  g = score(s*) - score(0) per seed, and its seed spread is max g - min g. The verdict is
+  "sweet spot" when s* > 0, the gain is positive for every seed (its whole seed range lies
+  above zero) and the median gain exceeds the seed spread; else "none here". (A median gain
+  smaller than the spread is one the seeds cannot tell from the seed-to-seed variation.)
 """
 
 from __future__ import annotations
@@ -167,12 +169,15 @@ def _sweet_spot(members: list[dict], random_return: float | None) -> dict:
     medians = {s: float(np.median([score[(s, seed)] for seed in seeds])) for s in sparsities}
     best = max(sparsities, key=lambda s: (medians[s], -s))
     gains = [score[(best, seed)] - score[(0.0, seed)] for seed in seeds]
-    verdict = "sweet spot" if best > 0 and min(gains) > 0 else "none here"
+    spread = max(gains) - min(gains)
+    verdict = ("sweet spot" if best > 0 and min(gains) > 0 and np.median(gains) > spread
+               else "none here")
     radius = {s: _median_of(members, s, "certified_radius") for s in sparsities}
     return {
         "verdict": verdict, "sweet_spot": best, "seeds": seeds, "score_attacks": attacks,
         "random_return": random_return,
         "gain_median": float(np.median(gains)), "gain_min": min(gains), "gain_max": max(gains),
+        "gain_spread": spread,
         "sparsities": sparsities,
         "median_score": [medians[s] for s in sparsities],
         "median_clean": [float(np.median([clean_n[(s, x)] for x in seeds])) for s in sparsities],
