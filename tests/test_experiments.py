@@ -194,6 +194,37 @@ def test_the_gradual_window_is_where_the_sparsity_ramps():
     assert all(s == pytest.approx(0.8, abs=1e-3) for step, s in seen if step >= 75)
 
 
+def test_a_weak_learned_adversary_is_retried_once_with_a_new_seed_and_twice_the_budget(tmp_path):
+    from pruningrl.experiments.jobs import AttackUnit, Job
+    from pruningrl.experiments.sweep import plan, retries
+
+    job = Job((("kind", "prune"),), (AttackUnit("none"), AttackUnit("optimal"),
+                                     AttackUnit("paad", 500_000), AttackUnit("mad")))
+    measured = {"none": {"mean_return": 3000.0}, "optimal": {"mean_return": 2750.0},
+                "paad:n=500000": {"mean_return": 400.0}, "mad": {"mean_return": 2990.0}}
+    again = retries(job, measured)
+    assert [u.label for u in again] == ["optimal:n=2000000:s=1"]  # PA-AD bit; MAD learns nothing
+    measured["optimal:n=2000000:s=1"] = {"mean_return": 2900.0}
+    assert retries(job, measured) == again  # planned once: the retry of a retry is not asked for
+    negative = {"none": {"mean_return": -80.0}, "optimal": {"mean_return": -87.0}}
+    assert retries(job, negative)  # |-87 - -80| <= 0.1 * 80 on a task with negative returns
+
+    grid = load_grid(str(_write(tmp_path, grid_text("attacks = ['none', 'optimal']"))))
+    store = RecordStore(tmp_path / "out")
+    control = next(j for j in expand(grid) if j.settings.get("method") == "dense")
+    store.write({"id": control.id, "config": control.settings, "status": "done", "phases": {},
+                 "provenance": [], "result": {"attacks": {"none": {"mean_return": 500.0},
+                                                          "optimal": {"mean_return": 480.0}}}})
+    todo = next(p for p in plan(grid, store) if p.job.id == control.id)
+    assert todo.status == "partial" and [u.label for u in todo.todo] == ["optimal:n=2000000:s=1"]
+
+
+def _write(folder: Path, text: str) -> Path:
+    path = folder / "grid.toml"
+    path.write_text(text)
+    return path
+
+
 # ------------------------------------------------------------------------------- sweeps
 
 
