@@ -591,14 +591,20 @@ def _emit_plan(name: str, out: Path, planned: list, cost: dict, as_json: bool) -
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from pruningrl.experiments.results import format_rows, format_sweet_spots, load_results
+    from pruningrl.experiments.results import (
+        format_compute,
+        format_rows,
+        format_sweet_spots,
+        load_results,
+    )
 
     loaded = load_results(args.source)
     if args.json:
         _emit(loaded, True, [])
         return 0
     lines = [f"results in {loaded['out']}: {len(loaded['rows'])} rows", *format_rows(
-        loaded["rows"]), "", "sweet spots:", *format_sweet_spots(loaded["sweet_spots"])]
+        loaded["rows"]), "", "sweet spots:", *format_sweet_spots(loaded["sweet_spots"]), "",
+        *format_compute(loaded["compute_s"])]
     _emit(loaded, False, lines)
     return 0
 

@@ -344,9 +344,14 @@ def test_results_of_the_shipped_smoke_grid(capsys):
     assert payload["rows"] and all(wanted <= set(row) for row in payload["rows"])
     assert {row["attack"] for row in payload["rows"]} == {"none", "random", "mad"}
     assert len(payload["sweet_spots"]) == 2
+    spent = payload["compute_s"]  # every phase of every record, none counted twice
+    records = RecordStore(SHIPPED_RESULTS / "smoke").records()
+    assert sum(spent.values()) == pytest.approx(sum(sum(r["phases"].values()) for r in records))
+    assert {"finetune", "certify", "evaluate:none", "evaluate:mad"} <= set(spent)
     code = main(["results", "smoke"])
     text = capsys.readouterr().out
     assert code == 0 and "sweet spots:" in text and "CartPole-v1" in text
+    assert "compute spent:" in text
 
 
 def test_results_of_nothing_is_one_line(capsys, tmp_path):

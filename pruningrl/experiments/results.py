@@ -197,13 +197,38 @@ def _median_of(members: list[dict], sparsity: float, field: str) -> float | None
     return float(np.median(values)) if values else None
 
 
+def compute_spent(records: list[dict]) -> dict[str, float]:
+    """Core-seconds the done records cost, per phase: ``finetune``, ``train`` (pruning during
+    training), ``certify``, ``evaluate:ATTACK`` (the untouched base agent's return included)
+    and ``attacker:ATTACK`` (training a learned attacker); summed over every run of a job."""
+    spent: dict[str, float] = defaultdict(float)
+    for record in records:
+        if record["status"] != "done":
+            continue
+        for phase, seconds in record["phases"].items():
+            kind, _, label = phase.partition(":")
+            if kind == "base":
+                kind = "evaluate"
+            key = f"{kind}:{label.split(':')[0]}" if kind in ("evaluate", "attacker") else kind
+            spent[key] += seconds
+    return dict(sorted(spent.items()))
+
+
 def load_results(name_or_dir: str) -> dict:
-    """``{"rows": [...], "sweet_spots": [...], "random_returns": {...}, "out": ...}``."""
+    """``{"rows", "sweet_spots", "random_returns", "compute_s", "out"}``."""
     folder = results_dir(name_or_dir)
     records = RecordStore(folder).records()
     return {"out": str(folder), "rows": rows(records), "sweet_spots": sweet_spots(records),
             "random_returns": {f"{env} ({n} episodes)": v
-                               for (env, n), v in random_returns(records).items()}}
+                               for (env, n), v in random_returns(records).items()},
+            "compute_s": compute_spent(records)}
+
+
+def format_compute(spent: dict[str, float]) -> list[str]:
+    """The compute a sweep's records cost, in core-hours per phase."""
+    total = sum(spent.values())
+    return [f"compute spent: {total / 3600:.2f} core-hours", *(
+        f"  {phase:22s} {seconds / 3600:8.2f}" for phase, seconds in spent.items())]
 
 
 def format_rows(table: list[dict]) -> list[str]:
