@@ -82,7 +82,11 @@ def test_static_grid_is_small_and_records_its_provenance(tmp_path):
     assert data["agents"][HOPPER]["returns"]["random/global"] is None
 
 
-def test_changing_the_task_keeps_the_controls_consistent():
+def test_changing_the_task_keeps_the_controls_consistent(monkeypatch):
+    from pruningrl.widgets import returns
+
+    hopper_only = tuple(r for r in returns._rows() if r["env_id"] == "Hopper-v5")
+    monkeypatch.setattr(returns, "_rows", lambda: hopper_only)  # CartPole: nothing measured
     explorer = explore("Hopper-v5/sappo/seed1")
     explorer.task.value = "CartPole-v1"
     assert explorer.agent_id == "CartPole-v1/ppo/seed1"
@@ -101,3 +105,20 @@ def test_committed_grid_comes_from_this_code(hopper):
     for mine, theirs in zip(sweep.prune_index, shipped["prune_index"], strict=True):
         assert mine.ravel().tolist() == theirs
     assert shipped["local_tv"] == pytest.approx(sweep.local_tv, rel=1e-3, abs=1e-6)
+
+
+def test_the_returns_panel_takes_the_dense_control_of_its_own_budget(monkeypatch):
+    from pruningrl.widgets import returns
+
+    def row(method, scope, s, budget, value):
+        return {"env_id": "Hopper-v5", "variant": "ppo", "method": method, "scope": scope,
+                "target_sparsity": s, "seed": 0, "finetune_steps": budget, "certified_eps": 0.075,
+                "attack": "none", "mean_return": value, "discrete": False}
+
+    rows = (row("dense", None, 0.0, 51200, 3000.0), row("dense", None, 0.0, 0, 100.0),
+            row("magnitude", "global", 0.5, 51200, 2500.0),
+            row("in-training", "layer", 0.5, 0, 9.0))
+    monkeypatch.setattr(returns, "_rows", lambda: rows)
+    series = returns.shipped_returns("Hopper-v5", "ppo", "magnitude", "global")
+    assert series.clean == {0.0: (3000.0, 3000.0, 3000.0), 0.5: (2500.0, 2500.0, 2500.0)}
+    assert returns.shipped_returns("Hopper-v5", "ppo", "micro", "global") is None

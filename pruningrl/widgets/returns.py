@@ -54,13 +54,17 @@ def _summary(values: dict[tuple[float, int], float]) -> dict[float, tuple[float,
 def shipped_returns(env_id: str, variant: str, method: str, scope: str) -> ReturnSeries | None:
     """The measured series of one task, variant, method and scope (None: none measured).
 
-    The sparsity-0 point is the series' dense control (fine-tuned, unpruned).
+    The sparsity-0 point is the series' dense control (fine-tuned, unpruned): the one with the
+    series' fine-tuning budget and eps.
     """
-    members = [r for r in _rows() if r["env_id"] == env_id and r["variant"] == variant
-               and r["method"] in (method, "dense")
-               and (r["method"] == "dense" or r["scope"] == scope)]
-    if not any(r["method"] == method for r in members):
+    pruned = [r for r in _rows() if (r["env_id"], r["variant"], r["method"], r["scope"])
+              == (env_id, variant, method, scope)]
+    if not pruned:
         return None
+    budget, eps = pruned[0]["finetune_steps"], pruned[0]["certified_eps"]
+    members = pruned + [r for r in _rows() if r["env_id"] == env_id and r["variant"] == variant
+                        and r["method"] == "dense" and r["finetune_steps"] == budget
+                        and r["certified_eps"] == eps]
     attacks = score_attacks(members) or sorted({r["attack"] for r in members} - {"none"})
     clean, worst = {}, {}
     for r in members:
