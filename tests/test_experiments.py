@@ -406,6 +406,25 @@ def test_the_sweet_spot_follows_its_definition():
     assert sweet_spots(partial)[0]["verdict"] == "incomplete"
 
 
+def test_a_learned_adversary_is_reported_by_its_strongest_attempt():
+    from pruningrl.experiments.results import learned_attacks
+
+    def row(label, value):
+        return {"env_id": "Hopper-v5", "variant": "ppo", "method": "dense", "scope": None,
+                "target_sparsity": 0.0, "seed": 0, "finetune_steps": 51200, "eps": 0.075,
+                "certified_eps": 0.075, "attack": label.split(":")[0], "attack_label": label,
+                "mean_return": value}
+
+    table = [row("none", 3000.0), row("mad", 1500.0), row("optimal", 2900.0),
+             row("optimal:n=2000000:s=1", 600.0), row("paad:n=500000", 400.0)]
+    found = {e["attack"]: e for e in learned_attacks(table)}
+    assert set(found) == {"optimal", "paad"}  # MAD is not a learned policy adversary
+    assert found["optimal"]["mean_return"] == 600.0
+    assert found["optimal"]["label"] == "optimal:n=2000000:s=1"
+    assert found["optimal"]["attempts"] == {"optimal": 2900.0, "optimal:n=2000000:s=1": 600.0}
+    assert found["optimal"]["clean_return"] == 3000.0
+
+
 def test_the_certified_radius_is_where_the_certificate_reaches_one_half():
     from pruningrl.bounds import certified_tv
     from pruningrl.policies import GaussianPolicy

@@ -191,6 +191,35 @@ def _sweet_spot(members: list[dict], random_return: float | None) -> dict:
     }
 
 
+def learned_attacks(table: list[dict]) -> list[dict]:
+    """The learned policy adversaries (optimal attack, PA-AD) at each point where they ran.
+
+    One entry per (point, adversary): the strongest attempt (the lowest return; a weak first
+    attempt is retried with a new seed and twice the budget by the sweep), every attempt's
+    label and return, and the point's clean return.
+    """
+    clean = {_point(r): r["mean_return"] for r in table if r["attack"] == "none"}
+    attempts: dict[tuple, list[dict]] = defaultdict(list)
+    for r in table:
+        if r["attack"] in POLICY_ADVERSARIES:
+            attempts[(*_point(r), r["attack"])].append(r)
+    out = []
+    for key, tried in sorted(attempts.items(), key=lambda kv: str(kv[0])):
+        best = min(tried, key=lambda r: r["mean_return"])
+        out.append({**{k: best[k] for k in ("env_id", "variant", "method", "scope",
+                                            "target_sparsity", "seed", "finetune_steps",
+                                            "attack", "eps")},
+                    "mean_return": best["mean_return"], "label": best["attack_label"],
+                    "clean_return": clean.get(key[:-1]),
+                    "attempts": {r["attack_label"]: r["mean_return"] for r in tried}})
+    return out
+
+
+def _point(r: dict) -> tuple:
+    return (r["env_id"], r["variant"], r["method"], r["scope"], r["target_sparsity"], r["seed"],
+            r["finetune_steps"], r["certified_eps"])
+
+
 def _median_of(members: list[dict], sparsity: float, field: str) -> float | None:
     values = [r[field] for r in members if r["target_sparsity"] == sparsity
               and r["attack"] == "none" and r[field] is not None]
@@ -215,10 +244,12 @@ def compute_spent(records: list[dict]) -> dict[str, float]:
 
 
 def load_results(name_or_dir: str) -> dict:
-    """``{"rows", "sweet_spots", "random_returns", "compute_s", "out"}``."""
+    """``{"rows", "sweet_spots", "learned_attacks", "random_returns", "compute_s", "out"}``."""
     folder = results_dir(name_or_dir)
     records = RecordStore(folder).records()
-    return {"out": str(folder), "rows": rows(records), "sweet_spots": sweet_spots(records),
+    table = rows(records)
+    return {"out": str(folder), "rows": table, "sweet_spots": sweet_spots(records),
+            "learned_attacks": learned_attacks(table),
             "random_returns": {f"{env} ({n} episodes)": v
                                for (env, n), v in random_returns(records).items()},
             "compute_s": compute_spent(records)}
