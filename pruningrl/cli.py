@@ -111,32 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     agents = sub.add_parser("agents", help="list the shipped agents")
     agents.add_argument("--json", action="store_true", help="print one JSON object")
 
-    train = sub.add_parser("train", help="train a PPO or SA-PPO agent")
-    train.add_argument("--env", required=True, help="gymnasium id, e.g. Hopper-v5")
-    train.add_argument("--steps", type=_positive_int, default=1_000_000, help="environment steps")
-    train.add_argument("--seed", type=_nonnegative_int, default=0)
-    train.add_argument("--sa-reg", type=_nonnegative_float, default=0.0,
-                       help="SA-PPO regularizer weight kappa (0: plain PPO)")
-    train.add_argument("--eps", type=_nonnegative_float, default=None,
-                       help="SA-PPO radius (default: the task's attack eps)")
-    train.add_argument("--prune-method", choices=("gradual", "micro"), default=None,
-                       help="prune during training with this schedule")
-    train.add_argument("--sparsity", type=_sparsity, default=None, help="final sparsity")
-    train.add_argument("--prune-window", type=float, nargs=2, default=None,
-                       metavar=("START", "END"),
-                       help="prune from START to END of the run, as fractions (default 0 0.75; "
-                            "sparse-training studies use 0.2 0.75)")
-    train.add_argument("--scope", choices=("global", "layer"), default="global")
-    train.add_argument("--num-envs", type=_positive_int, default=None)
-    train.add_argument("--workers", type=int, default=None,
-                       help="env processes (0: in-process; 2 is fastest for a lone run on 2 cores)")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="any other PPO setting, e.g. --set log_std_init=-2 (repeatable)")
-    train.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
-    train.add_argument("--resume", action="store_true", help="continue an interrupted run")
-    train.add_argument("--force", action="store_true", help="overwrite an existing --out")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.add_argument("--json", action="store_true")
+    _add_train(sub)
 
     evaluate = sub.add_parser("evaluate", help="deterministic return over episodes")
     _add_agent_options(evaluate)
@@ -186,6 +161,36 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_sweep_commands(sub)
     return parser
+
+
+def _add_train(sub) -> None:
+    """``train``: PPO or SA-PPO, optionally pruning during training."""
+    train = sub.add_parser("train", help="train a PPO or SA-PPO agent")
+    train.add_argument("--env", required=True, help="gymnasium id, e.g. Hopper-v5")
+    train.add_argument("--steps", type=_positive_int, default=1_000_000, help="environment steps")
+    train.add_argument("--seed", type=_nonnegative_int, default=0)
+    train.add_argument("--sa-reg", type=_nonnegative_float, default=0.0,
+                       help="SA-PPO regularizer weight kappa (0: plain PPO)")
+    train.add_argument("--eps", type=_nonnegative_float, default=None,
+                       help="SA-PPO radius (default: the task's attack eps)")
+    train.add_argument("--prune-method", choices=("gradual", "micro"), default=None,
+                       help="prune during training with this schedule")
+    train.add_argument("--sparsity", type=_sparsity, default=None, help="final sparsity")
+    train.add_argument("--prune-window", type=float, nargs=2, default=None,
+                       metavar=("START", "END"),
+                       help="prune from START to END of the run, as fractions (default 0 0.75; "
+                            "sparse-training studies use 0.2 0.75)")
+    train.add_argument("--scope", choices=("global", "layer"), default="global")
+    train.add_argument("--num-envs", type=_positive_int, default=None)
+    train.add_argument("--workers", type=int, default=None,
+                       help="env processes (0: in-process; 2 is fastest for a lone run on 2 cores)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other PPO setting, e.g. --set log_std_init=-2 (repeatable)")
+    train.add_argument("--out", required=True, help="checkpoint path (.safetensors)")
+    train.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    train.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument("--json", action="store_true")
 
 
 def _add_sweep_commands(sub) -> None:
