@@ -19,8 +19,9 @@ from pruningrl.experiments import (
     run_sweep,
     stable_part,
 )
-from pruningrl.experiments.jobs import certified_radius
+from pruningrl.experiments.jobs import AttackUnit, certified_radius
 from pruningrl.experiments.results import SHIPPED_RESULTS, sweet_spots
+from pruningrl.experiments.sweep import plan, stage_of
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = load_grid("smoke")
@@ -273,6 +274,36 @@ def fail_one_job(config, attacks, checkpoint, cache_dir):
     if config.get("method") == "micro" and config.get("seed") == 1:
         raise RuntimeError("injected failure\nsecond line")
     return run_job(config, attacks, checkpoint, cache_dir)
+
+
+def staged_fake_job(config, attacks, checkpoint, cache_dir):
+    """A stand-in job: logs which units it was asked for; the optimal attack comes out weak."""
+    values = {"none": 100.0, "mad": 50.0, "rs": 40.0, "optimal": 95.0, "paad": 10.0}
+    labels = [AttackUnit(**a).label for a in attacks]
+    with open(os.environ["STAGE_LOG"], "a") as log:
+        log.write(f"{config.get('target_sparsity', '-')} {' '.join(labels)}\n")
+    result = {"attacks": {label: {"returns": [values[label.split(":")[0]] - ("s=1" in label)],
+                                  "mean_return": values[label.split(":")[0]] - ("s=1" in label)}
+                          for label in labels}}
+    return {"result": result, "phases": {}, "checkpoint": None}
+
+
+def test_a_sweep_runs_cheap_attacks_everywhere_then_rs_then_learned_adversaries(
+        tmp_path, monkeypatch):
+    log = tmp_path / "calls.txt"
+    monkeypatch.setenv("STAGE_LOG", str(log))
+    text = grid_text("attacks = ['mad', 'rs', 'optimal', 'paad']")
+    grid = load_grid(str(_write(tmp_path, text)))
+    summary = run_sweep(grid, tmp_path / "out", "local", jobs=1, progress=False,
+                        job_function=staged_fake_job)
+    calls = [line.split() for line in log.read_text().splitlines()]
+    stages = [{stage_of(AttackUnit(label.split(":")[0])) for label in call[1:]}
+              for call in calls]
+    # the random-policy job, the dense control and the pruned point; then the two agents
+    assert stages == [{"cheap"}] * 3 + [{"rs"}] * 2 + [{"learned"}] * 4
+    assert [c[1:] for c in calls[-2:]] == [["optimal:n=2000000:s=1"]] * 2  # retries, last
+    assert summary.jobs_run == 3 and summary.jobs_failed == 0
+    assert all(p.status == "cached" for p in plan(grid, RecordStore(tmp_path / "out")))
 
 
 def test_a_failing_job_is_recorded_and_the_others_finish(smoke_local, tmp_path):

@@ -92,6 +92,18 @@ def retries(job: Job, measured: dict) -> list[AttackUnit]:
     return out
 
 
+#: the order in which a sweep measures: the cheap attacks over the whole grid first, then
+#: robust Sarsa, then the learned policy adversaries (and their retries)
+STAGES = ("cheap", "rs", "learned")
+
+
+def stage_of(unit: AttackUnit) -> str:
+    """The stage an attack unit runs in."""
+    if unit.name in POLICY_ADVERSARIES:
+        return "learned"
+    return "rs" if unit.name in ("rs", "rs+mad") else "cheap"
+
+
 def run_sweep(
     grid: Grid,
     out: str | Path,
@@ -102,41 +114,63 @@ def run_sweep(
     progress: bool = True,
     job_function: JobFunction = run_job,
 ) -> SweepSummary:
-    """Run every job of ``grid`` that is not done yet; records go to ``out/records``."""
+    """Run every job of ``grid`` that is not done yet; records go to ``out/records``.
+
+    The work runs in ``STAGES``: each stage is planned afresh from the records the previous one
+    wrote, so a job's expensive attacks run on its saved checkpoint, after every job's cheap
+    ones; the learned stage is planned twice, the second time for the retries of weak attacks.
+    """
     start = time.perf_counter()
     store = RecordStore(out)
     planned = plan(grid, store, retry_failed)
-    runnable = [p for p in planned if p.todo]
     summary = SweepSummary(grid.name, str(out), len(planned))
     summary.jobs_cached = sum(p.status == "cached" for p in planned)
-    by_id = {p.job.id: p for p in runnable}
-    tasks = []
-    for p in runnable:
-        reuse = p.record is not None and p.record["status"] == "done"
-        checkpoint = store.checkpoint(p.job.id) if reuse else None
-        tasks.append((p.job.id, job_function,
-                      (p.job.settings, [u.to_dict() for u in p.todo], checkpoint, None)))
-    bar = _bar(len(tasks), grid.name, progress)
-    for job_id, ok, value in run_tasks(tasks, executor, jobs, address):
-        p = by_id[job_id]
-        record = _merge(p.record, p.job, ok, value, executor)
-        store.write(record, value.get("checkpoint") if ok else None)
-        summary.jobs_run += 1
-        if not ok:
-            summary.jobs_failed += 1
-            summary.failures.append({"id": job_id, "job": _describe(p.job.settings),
-                                     "error": value})
-        if bar is not None:
-            bar.update(1)
+    bar = _bar(sum(len({stage_of(u) for u in p.todo}) for p in planned), grid.name, progress)
+    ran: set[str] = set()
+    for stage in STAGES:
+        for attempt in range(2 if stage == "learned" else 1):
+            if stage != STAGES[0] or attempt:
+                planned = plan(grid, store)  # what the records written so far still lack
+            work = [(p, [u for u in p.todo if stage_of(u) == stage]) for p in planned]
+            _run_stage([w for w in work if w[1]], store, summary, executor, jobs, address,
+                       job_function, bar)
+            ran.update(p.job.id for p, units in work if units)
     if bar is not None:
         bar.close()
-    failed_before = [p for p in planned if p.status == "failed" and not p.todo]
+    summary.jobs_run = len(ran)
+    failed_before = [p for p in plan(grid, store) if p.status == "failed"
+                     and p.job.id not in ran]
     for p in failed_before:
         summary.jobs_failed += 1
         summary.failures.append({"id": p.job.id, "job": _describe(p.job.settings),
                                  "error": p.record.get("error"), "not_retried": True})
     summary.wall_time_s = round(time.perf_counter() - start, 1)
     return summary
+
+
+def _run_stage(work: list[tuple[PlannedJob, list[AttackUnit]]], store: RecordStore,
+               summary: SweepSummary, executor: str, jobs: int | None, address: str | None,
+               job_function: JobFunction, bar) -> None:
+    """Run each job's ``units`` of one stage, and write each job's record as it finishes."""
+    if not work:
+        return
+    by_id = {p.job.id: p for p, _ in work}
+    tasks = []
+    for p, units in work:
+        reuse = p.record is not None and p.record["status"] == "done"
+        checkpoint = store.checkpoint(p.job.id) if reuse else None
+        tasks.append((p.job.id, job_function,
+                      (p.job.settings, [u.to_dict() for u in units], checkpoint, None)))
+    for job_id, ok, value in run_tasks(tasks, executor, jobs, address):
+        p = by_id[job_id]
+        record = _merge(p.record, p.job, ok, value, executor)
+        store.write(record, value.get("checkpoint") if ok else None)
+        if not ok:
+            summary.jobs_failed += 1
+            summary.failures.append({"id": job_id, "job": _describe(p.job.settings),
+                                     "error": value})
+        if bar is not None:
+            bar.update(1)
 
 
 def _merge(old: dict | None, job: Job, ok: bool, value, executor: str) -> dict:
