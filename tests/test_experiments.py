@@ -435,6 +435,13 @@ def test_the_sweet_spot_follows_its_definition():
     partial = _series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.65, 0.9], 0.7: [0.9, 0.9, 0.9]})
     partial = [r for r in partial if r["id"] != "0.7-2"]  # one point not measured yet
     assert sweet_spots(partial)[0]["verdict"] == "incomplete"
+    # a seed not started at all: only the grid knows it is missing
+    two_seeds = _series({0.0: [0.6, 0.6], 0.5: [0.7, 0.68]})
+    assert sweet_spots(two_seeds)[0]["verdict"] == "sweet spot"
+    key = ("T", "ppo", "magnitude", "global", 1, 0.1, "inf", 1)
+    wanted = {key: {(s, seed) for s in (0.0, 0.5) for seed in (0, 1, 2)}}
+    judged = sweet_spots(two_seeds, wanted)[0]
+    assert judged["verdict"] == "incomplete" and judged["reason"].startswith("2 of 6 points")
 
 
 def test_a_learned_adversary_is_reported_by_its_strongest_attempt():

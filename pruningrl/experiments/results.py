@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pruningrl.experiments.jobs import POLICY_ADVERSARIES
+from pruningrl.experiments.grid import Grid, load_grid, shipped_grids
+from pruningrl.experiments.jobs import POLICY_ADVERSARIES, expand
 from pruningrl.experiments.store import RecordStore
 
 SHIPPED_RESULTS = Path(__file__).resolve().parent.parent / "results" / "sweeps"
@@ -109,17 +110,38 @@ def score_attacks(series_rows: list[dict]) -> list[str]:
     return sorted(a for a in common if a != "none" and (discrete or a not in POLICY_ADVERSARIES))
 
 
-def sweet_spots(records: list[dict]) -> list[dict]:
-    """One entry per (task, variant, method, scope, fine-tuning budget, eps): the sweet spot."""
+def series_key(config: dict) -> tuple:
+    """The series a pruned point belongs to: task, variant, method, scope, budget, eps, norm and
+    episodes (a row or a job config)."""
+    return (config["env_id"], config["variant"], config["method"], config["scope"],
+            config["finetune_steps"], config.get("certified_eps", config.get("eps")),
+            config["norm"], config["episodes"])
+
+
+def expected_points(grid: Grid) -> dict[tuple, set[tuple[float, int]]]:
+    """The (sparsity, seed) points each series of ``grid`` is to measure, sparsity 0 included."""
+    out: dict[tuple, set[tuple[float, int]]] = defaultdict(set)
+    for job in expand(grid):
+        config = job.settings
+        if config["kind"] == "prune" and config["method"] != "dense":
+            out[series_key(config)].update({(config["target_sparsity"], config["seed"]),
+                                            (0.0, config["seed"])})
+    return dict(out)
+
+
+def sweet_spots(records: list[dict], expected: dict[tuple, set] | None = None) -> list[dict]:
+    """One entry per (task, variant, method, scope, fine-tuning budget, eps): the sweet spot.
+
+    With ``expected`` (``expected_points`` of the grid) a series is complete only when every
+    point its grid asks for is measured; without it, only the points its records hold count.
+    """
     table = rows(records)
     r_rand = random_returns(records)
     controls = [r for r in table if r["method"] == "dense"]
     series: dict[tuple, list[dict]] = defaultdict(list)
     for r in table:
         if r["method"] != "dense":
-            key = (r["env_id"], r["variant"], r["method"], r["scope"], r["finetune_steps"],
-                   r["certified_eps"], r["norm"], r["episodes"])
-            series[key].append(r)
+            series[series_key(r)].append(r)
     out = []
     for key, members in sorted(series.items(), key=lambda kv: str(kv[0])):
         env, variant, method, scope, steps, eps, norm, episodes = key
@@ -128,7 +150,14 @@ def sweet_spots(records: list[dict]) -> list[dict]:
                  == (env, variant, steps, eps, norm, episodes)]
         entry = {"env_id": env, "variant": variant, "method": method, "scope": scope,
                  "finetune_steps": steps, "eps": eps, "episodes": episodes}
-        entry.update(_sweet_spot(members + dense, r_rand.get((env, episodes))))
+        measured = {(r["target_sparsity"], r["seed"]) for r in members + dense
+                    if r["attack"] == "none"}
+        wanted = (expected or {}).get(key, set())
+        if wanted - measured:
+            entry.update(verdict="incomplete", reason=f"{len(wanted - measured)} of "
+                         f"{len(wanted)} points not measured yet")
+        else:
+            entry.update(_sweet_spot(members + dense, r_rand.get((env, episodes))))
         out.append(entry)
     return out
 
@@ -244,15 +273,27 @@ def compute_spent(records: list[dict]) -> dict[str, float]:
 
 
 def load_results(name_or_dir: str) -> dict:
-    """``{"rows", "sweet_spots", "learned_attacks", "random_returns", "compute_s", "out"}``."""
+    """``{"rows", "sweet_spots", "learned_attacks", "random_returns", "compute_s", "out"}``.
+
+    Given a grid (a shipped grid's name or a TOML file), a series is judged only once every
+    point the grid asks of it is measured; given a bare folder, on the points it holds.
+    """
     folder = results_dir(name_or_dir)
     records = RecordStore(folder).records()
     table = rows(records)
-    return {"out": str(folder), "rows": table, "sweet_spots": sweet_spots(records),
+    grid = _grid_of(name_or_dir)
+    expected = expected_points(grid) if grid is not None else None
+    return {"out": str(folder), "rows": table, "sweet_spots": sweet_spots(records, expected),
             "learned_attacks": learned_attacks(table),
             "random_returns": {f"{env} ({n} episodes)": v
                                for (env, n), v in random_returns(records).items()},
             "compute_s": compute_spent(records)}
+
+
+def _grid_of(name_or_dir: str) -> Grid | None:
+    if name_or_dir.endswith(".toml") or name_or_dir in shipped_grids():
+        return load_grid(name_or_dir)
+    return None
 
 
 def format_compute(spent: dict[str, float]) -> list[str]:
