@@ -321,17 +321,18 @@ def format_rows(table: list[dict]) -> list[str]:
 
 def format_sweet_spots(entries: list[dict]) -> list[str]:
     head = (f"{'task':15s} {'variant':7s} {'method':9s} {'scope':6s} {'s*':>5s} "
-            f"{'gain median [min, max]':>26s}  verdict")
+            f"{'gain median [min, max]':>26s} {'spread':>6s}  verdict")
     lines = [head, "-" * len(head)]
     for e in entries:
         if e["verdict"] == "incomplete":
             lines.append(f"{e['env_id']:15s} {e['variant']:7s} {e['method']:9s} "
-                         f"{(e['scope'] or '-'):6s} {'-':>5s} {'-':>26s}  incomplete: "
+                         f"{(e['scope'] or '-'):6s} {'-':>5s} {'-':>26s} {'-':>6s}  incomplete: "
                          f"{e['reason']}")
             continue
         gain = f"{e['gain_median']:+.3f} [{e['gain_min']:+.3f}, {e['gain_max']:+.3f}]"
         lines.append(f"{e['env_id']:15s} {e['variant']:7s} {e['method']:9s} "
-                     f"{(e['scope'] or '-'):6s} {e['sweet_spot']:5.2f} {gain:>26s}  "
+                     f"{(e['scope'] or '-'):6s} {e['sweet_spot']:5.2f} {gain:>26s} "
+                     f"{e['gain_spread']:6.3f}  "
                      f"{e['verdict']} (seeds {','.join(map(str, e['seeds']))}; "
                      f"attacks {', '.join(e['score_attacks'])})")
     return lines
