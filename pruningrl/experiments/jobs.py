@@ -31,6 +31,8 @@ from pruningrl.finetune import IN_TRAINING
 #: learned attacks whose adversary is itself a policy (trained with PPO): run at a few points,
 #: reported beside the score on MuJoCo tasks, not inside it
 POLICY_ADVERSARIES = ("optimal", "paad")
+#: attacks that first train robust-Sarsa Q-functions of the victim
+SARSA_ATTACKS = ("rs", "rs+mad")
 #: the certified radius is the largest eps whose global certified TV stays <= this
 RADIUS_TV = 0.5
 
@@ -234,12 +236,12 @@ def _evaluate(agent, config: dict, unit: AttackUnit, victim: Path, phases: dict,
         start = time.perf_counter()
         budget = AttackBudget()
         if unit.budget is not None:
-            field = "sarsa_samples" if unit.name in ("rs", "rs+mad") else "adversary_steps"
+            field = "sarsa_samples" if unit.name in SARSA_ATTACKS else "adversary_steps"
             budget = AttackBudget(**{field: unit.budget})
         attack = make_attack(unit.name, agent, config["eps"], config["norm"], seed=unit.seed,
                              victim_path=victim, budget=budget)
         info = attack.info
-        if unit.name in ("rs", "rs+mad", "optimal", "paad"):
+        if unit.name in (*SARSA_ATTACKS, *POLICY_ADVERSARIES):
             phases[f"attacker:{unit.label}"] = round(time.perf_counter() - start, 3)
     start = time.perf_counter()
     result = evaluate(agent, episodes=config["episodes"], seed=0, attack=attack)

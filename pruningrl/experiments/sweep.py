@@ -19,7 +19,14 @@ from pathlib import Path
 from pruningrl.attack_suite import AttackBudget
 from pruningrl.experiments.executors import run_tasks
 from pruningrl.experiments.grid import Grid
-from pruningrl.experiments.jobs import POLICY_ADVERSARIES, AttackUnit, Job, expand, run_job
+from pruningrl.experiments.jobs import (
+    POLICY_ADVERSARIES,
+    SARSA_ATTACKS,
+    AttackUnit,
+    Job,
+    expand,
+    run_job,
+)
 from pruningrl.experiments.store import RecordStore
 from pruningrl.reproducibility import provenance
 
@@ -53,10 +60,12 @@ class SweepSummary:
         return asdict(self)
 
 
-def plan(grid: Grid, store: RecordStore, retry_failed: bool = False) -> list[PlannedJob]:
-    """What each job of the grid still needs, from the records in ``store``."""
+def plan(grid: Grid, store: RecordStore, retry_failed: bool = False,
+         jobs: list[Job] | None = None) -> list[PlannedJob]:
+    """What each job of the grid still needs, from the records in ``store`` (``jobs``: the
+    grid's jobs if already expanded)."""
     planned = []
-    for job in expand(grid):
+    for job in expand(grid) if jobs is None else jobs:
         record = store.read(job.id)
         if record is None:
             planned.append(PlannedJob(job, list(job.attacks), "new"))
@@ -101,7 +110,7 @@ def stage_of(unit: AttackUnit) -> str:
     """The stage an attack unit runs in."""
     if unit.name in POLICY_ADVERSARIES:
         return "learned"
-    return "rs" if unit.name in ("rs", "rs+mad") else "cheap"
+    return "rs" if unit.name in SARSA_ATTACKS else "cheap"
 
 
 def run_sweep(
@@ -123,6 +132,7 @@ def run_sweep(
     start = time.perf_counter()
     store = RecordStore(out)
     planned = plan(grid, store, retry_failed)
+    grid_jobs = [p.job for p in planned]  # the stages below re-plan these, not a new expansion
     summary = SweepSummary(grid.name, str(out), len(planned))
     summary.jobs_cached = sum(p.status == "cached" for p in planned)
     bar = _bar(sum(len({stage_of(u) for u in p.todo}) for p in planned), grid.name, progress)
@@ -130,7 +140,7 @@ def run_sweep(
     for stage in STAGES:
         for attempt in range(2 if stage == "learned" else 1):
             if stage != STAGES[0] or attempt:
-                planned = plan(grid, store)  # what the records written so far still lack
+                planned = plan(grid, store, jobs=grid_jobs)  # what the records still lack
             work = [(p, [u for u in p.todo if stage_of(u) == stage]) for p in planned]
             _run_stage([w for w in work if w[1]], store, summary, executor, jobs, address,
                        job_function, bar)
@@ -138,7 +148,7 @@ def run_sweep(
     if bar is not None:
         bar.close()
     summary.jobs_run = len(ran)
-    failed_before = [p for p in plan(grid, store) if p.status == "failed"
+    failed_before = [p for p in plan(grid, store, jobs=grid_jobs) if p.status == "failed"
                      and p.job.id not in ran]
     for p in failed_before:
         summary.jobs_failed += 1
@@ -240,7 +250,7 @@ def estimate(planned: list[PlannedJob], stores: list[RecordStore]) -> dict:
                 keys.append(("evaluate:none", config["episodes"]))
         for unit in p.todo:
             keys.append((f"evaluate:{unit.name}", config["episodes"]))
-            if unit.name in ("rs", "rs+mad", "optimal", "paad"):
+            if unit.name in (*SARSA_ATTACKS, *POLICY_ADVERSARIES):
                 keys.append((f"attacker:{unit.name}", 1.0))
         for key, amount in keys:
             if amount == 0:
