@@ -599,6 +599,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     from pruningrl.experiments.results import (
         format_compute,
         format_rows,
+        format_stronger,
         format_sweet_spots,
         load_results,
     )
@@ -608,8 +609,11 @@ def cmd_results(args: argparse.Namespace) -> int:
         _emit(loaded, True, [])
         return 0
     lines = [f"results in {loaded['out']}: {len(loaded['rows'])} rows", *format_rows(
-        loaded["rows"]), "", "sweet spots:", *format_sweet_spots(loaded["sweet_spots"]), "",
-        *format_compute(loaded["compute_s"])]
+        loaded["rows"]), "", "sweet spots:", *format_sweet_spots(loaded["sweet_spots"]), ""]
+    if loaded["stronger_attacks"]:
+        lines += ["with stronger attacks, where they ran:",
+                  *format_stronger(loaded["stronger_attacks"]), ""]
+    lines += format_compute(loaded["compute_s"])
     _emit(loaded, False, lines)
     return 0
 

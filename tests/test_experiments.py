@@ -444,6 +444,41 @@ def test_the_sweet_spot_follows_its_definition():
     assert judged["verdict"] == "incomplete" and judged["reason"].startswith("2 of 6 points")
 
 
+def test_a_stronger_attack_rejudges_a_sweet_spot_where_it_ran():
+    from pruningrl.experiments.results import rejudge, stronger_attacks
+
+    records = _series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.65, 0.72], 0.7: [0.5, 0.5, 0.5]})
+    entry = sweet_spots(records)[0]
+    assert entry["verdict"] == "sweet spot" and entry["sweet_spot"] == 0.5
+
+    def add(attack, sparsity, normalized, seeds=(0, 1, 2)):
+        """The attack at ``sparsity`` with n(R) = ``normalized`` (R_rand 0, R_0 100)."""
+        for r in records:
+            config = r["config"]
+            if config.get("target_sparsity") == sparsity and config.get("seed") in seeds:
+                r["result"]["attacks"][attack] = {"returns": [100.0 * normalized]}
+
+    assert rejudge(records, entry, ["rs"])["verdict"] == "incomplete"
+    add("rs", 0.0, 0.1)  # n(R_rs) = 0.1 at the dense control: worse than MAD's 0.2
+    add("rs", 0.5, 0.15, seeds=(0, 1))
+    judged = rejudge(records, entry, ["rs"])
+    assert judged["points"] == [0.0]  # seed 2 lacks rs at 0.5: the dense control alone
+    add("rs", 0.5, 0.15, seeds=(2,))
+    judged = rejudge(records, entry, ["rs"])
+    assert judged["points"] == [0.0, 0.5] and judged["attacks"] == ["mad", "rs"]
+    assert judged["worst_attack"]["0/0"] == "rs"
+    # dense score (1 + 0.1) / 2 = 0.55; at 0.5, clean 1 and worst min(MAD, 0.15)
+    assert judged["median_attacked"][0] == pytest.approx(0.1)
+    assert judged["median_attacked"][1] == pytest.approx(0.15)
+    assert judged["gain_median"] == pytest.approx(0.025)
+    assert judged["verdict"] == "sweet spot" and judged["gain_spread"] == pytest.approx(0.0)
+    add("rs", 0.5, 0.05)  # robust Sarsa breaks the pruned agents harder than the dense ones
+    judged = rejudge(records, entry, ["rs"])
+    assert judged["verdict"] == "none here" and judged["sweet_spot"] == 0.0
+    found = stronger_attacks(records, [entry])
+    assert [(e["extra"], e["rejudged"]["verdict"]) for e in found] == [(["rs"], "none here")]
+
+
 def test_a_learned_adversary_is_reported_by_its_strongest_attempt():
     from pruningrl.experiments.results import learned_attacks
 

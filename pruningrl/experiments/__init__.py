@@ -8,12 +8,12 @@ records into rows and sweet spots. The command line is ``python -m pruningrl swe
 
 from pruningrl.experiments.grid import Grid, load_grid, shipped_grids
 from pruningrl.experiments.jobs import Job, certified_radius, expand, run_job
-from pruningrl.experiments.results import load_results, rows, sweet_spots
+from pruningrl.experiments.results import load_results, rejudge, rows, sweet_spots
 from pruningrl.experiments.store import RecordStore, stable_part
 from pruningrl.experiments.sweep import SweepSummary, estimate, plan, run_sweep
 
 __all__ = [
     "Grid", "Job", "RecordStore", "SweepSummary", "certified_radius", "estimate", "expand",
-    "load_grid", "load_results", "plan", "rows", "run_job", "run_sweep", "shipped_grids",
+    "load_grid", "load_results", "plan", "rejudge", "rows", "run_job", "run_sweep", "shipped_grids",
     "stable_part", "sweet_spots",
 ]

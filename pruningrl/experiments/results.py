@@ -195,12 +195,7 @@ def _sweet_spot(members: list[dict], random_return: float | None) -> dict:
             a = (worst[(s, seed)] - random_return) / scale
             clean_n[(s, seed)], attacked_n[(s, seed)] = c, a
             score[(s, seed)] = (c + a) / 2
-    medians = {s: float(np.median([score[(s, seed)] for seed in seeds])) for s in sparsities}
-    best = max(sparsities, key=lambda s: (medians[s], -s))
-    gains = [score[(best, seed)] - score[(0.0, seed)] for seed in seeds]
-    spread = max(gains) - min(gains)
-    verdict = ("sweet spot" if best > 0 and min(gains) > 0 and np.median(gains) > spread
-               else "none here")
+    medians, best, gains, spread, verdict = _judge(score, sparsities, seeds)
     radius = {s: _median_of(members, s, "certified_radius") for s in sparsities}
     return {
         "verdict": verdict, "sweet_spot": best, "seeds": seeds, "score_attacks": attacks,
@@ -218,6 +213,98 @@ def _sweet_spot(members: list[dict], random_return: float | None) -> dict:
                      for name, values in (("clean", clean_n), ("attacked", attacked_n),
                                           ("score", score))},
     }
+
+
+def _judge(score: dict[tuple, float], sparsities: list[float], seeds: list[int]):
+    """Median scores, s*, per-seed gains, their spread and the verdict (module docstring)."""
+    medians = {s: float(np.median([score[(s, seed)] for seed in seeds])) for s in sparsities}
+    best = max(sparsities, key=lambda s: (medians[s], -s))
+    gains = [score[(best, seed)] - score[(0.0, seed)] for seed in seeds]
+    spread = max(gains) - min(gains)
+    verdict = ("sweet spot" if best > 0 and min(gains) > 0 and np.median(gains) > spread
+               else "none here")
+    return medians, best, gains, spread, verdict
+
+
+def rejudge(records: list[dict], entry: dict, extra: list[str]) -> dict:
+    """A series re-judged with stronger attacks, on the points where they ran.
+
+    ``entry`` is a judged series of ``sweet_spots``; ``extra`` names attacks that ran at some of
+    its points only (robust Sarsa, the learned adversaries; of each, its strongest attempt).
+    The points are the sparsities where every seed has every extra attack, sparsity 0 among
+    them; there a(s) becomes the worst of the entry's score attacks and ``extra``, and s*, the
+    gains and the verdict follow the same rule as ``sweet_spots``, over those points only.
+    """
+    key = (entry["env_id"], entry["variant"], entry["finetune_steps"], entry["eps"],
+           entry["episodes"])
+    members = [r for r in rows(records)
+               if (r["env_id"], r["variant"], r["finetune_steps"], r["certified_eps"],
+                   r["episodes"]) == key
+               and (r["method"] == "dense" or (r["method"], r["scope"])
+                    == (entry["method"], entry["scope"]))]
+    seeds = entry["seeds"]
+    present = defaultdict(set)
+    for r in members:
+        present[(r["target_sparsity"], r["seed"])].add(r["attack"])
+    points = sorted(s for s in entry["sparsities"]
+                    if all(set(extra) <= present[(s, seed)] for seed in seeds))
+    if 0.0 not in points:
+        return {"verdict": "incomplete", "points": points, "reason":
+                f"{', '.join(extra)} not measured at the dense control of every seed"}
+    attacks = set(entry["score_attacks"]) | set(extra)
+    r_rand = entry["random_return"]
+    clean = {(r["target_sparsity"], r["seed"]): r["mean_return"] for r in members
+             if r["attack"] == "none"}
+    worst: dict[tuple, tuple[float, str]] = {}
+    for r in members:
+        point = (r["target_sparsity"], r["seed"])
+        if r["attack"] in attacks and point[0] in points:
+            worst[point] = min(worst.get(point, (np.inf, "")), (r["mean_return"], r["attack"]))
+    score, attacked = {}, {}
+    for (s, seed), (value, _) in worst.items():
+        scale = clean[(0.0, seed)] - r_rand
+        attacked[(s, seed)] = (value - r_rand) / scale
+        score[(s, seed)] = ((clean[(s, seed)] - r_rand) / scale + attacked[(s, seed)]) / 2
+    medians, best, gains, spread, verdict = _judge(score, points, seeds)
+    return {"verdict": verdict, "points": points, "sweet_spot": best, "attacks": sorted(attacks),
+            "gain_median": float(np.median(gains)), "gain_min": min(gains),
+            "gain_max": max(gains), "gain_spread": spread,
+            "median_score": [medians[s] for s in points],
+            "median_attacked": [float(np.median([attacked[(s, x)] for x in seeds]))
+                                for s in points],
+            "worst_attack": {f"{s:g}/{seed}": worst[(s, seed)][1] for s in points
+                             for seed in seeds}}
+
+
+STRONGER = (("rs",), POLICY_ADVERSARIES)  # robust Sarsa; the learned policy adversaries
+
+
+def stronger_attacks(records: list[dict], entries: list[dict]) -> list[dict]:
+    """Each judged series ``rejudge``d with each group of ``STRONGER`` attacks that ran at its
+    dense controls (robust Sarsa inside the score's attack set, the learned adversaries beside
+    it), and with both groups together where both ran."""
+    present = defaultdict(set)
+    for r in rows(records):
+        present[(r["env_id"], r["variant"], r["finetune_steps"], r["certified_eps"])].add(
+            r["attack"])
+    out = []
+    for entry in entries:
+        if entry["verdict"] == "incomplete":
+            continue
+        ran = present[(entry["env_id"], entry["variant"], entry["finetune_steps"], entry["eps"])]
+        groups = [[a for a in group if a in ran and a not in entry["score_attacks"]]
+                  for group in STRONGER]
+        groups = [g for g in groups if g]
+        if len(groups) == 2:
+            groups.append(groups[0] + groups[1])
+        for extra in groups:
+            judged = rejudge(records, entry, extra)
+            if judged["verdict"] != "incomplete" and len(judged["points"]) > 1:
+                out.append({**{k: entry[k] for k in ("env_id", "variant", "method", "scope",
+                                                     "finetune_steps", "eps", "verdict",
+                                                     "sweet_spot")},
+                            "extra": extra, "rejudged": judged})
+    return out
 
 
 def learned_attacks(table: list[dict]) -> list[dict]:
@@ -273,7 +360,8 @@ def compute_spent(records: list[dict]) -> dict[str, float]:
 
 
 def load_results(name_or_dir: str) -> dict:
-    """``{"rows", "sweet_spots", "learned_attacks", "random_returns", "compute_s", "out"}``.
+    """``{"rows", "sweet_spots", "stronger_attacks", "learned_attacks", "random_returns",
+    "compute_s", "out"}``.
 
     Given a grid (a shipped grid's name or a TOML file), a series is judged only once every
     point the grid asks of it is measured; given a bare folder, on the points it holds.
@@ -283,8 +371,10 @@ def load_results(name_or_dir: str) -> dict:
     table = rows(records)
     grid = _grid_of(name_or_dir)
     expected = expected_points(grid) if grid is not None else None
-    return {"out": str(folder), "rows": table, "sweet_spots": sweet_spots(records, expected),
+    judged = sweet_spots(records, expected)
+    return {"out": str(folder), "rows": table, "sweet_spots": judged,
             "learned_attacks": learned_attacks(table),
+            "stronger_attacks": stronger_attacks(records, judged),
             "random_returns": {f"{env} ({n} episodes)": v
                                for (env, n), v in random_returns(records).items()},
             "compute_s": compute_spent(records)}
@@ -316,6 +406,22 @@ def format_rows(table: list[dict]) -> list[str]:
             f"{(r['scope'] or '-'):6s} {r['sparsity']:8.3f} {r['attack_label']:14s} "
             f"{r['mean_return']:9.1f} {r['std_return']:8.1f} {r['certified_tv']:8.4f} "
             f"{radius:>8s} {r['local_tv']:8.4f}")
+    return lines
+
+
+def format_stronger(entries: list[dict]) -> list[str]:
+    """The verdicts re-judged with stronger attacks, on the points where those ran."""
+    head = (f"{'task':15s} {'variant':7s} {'method':9s} {'scope':6s} {'with':13s} "
+            f"{'points':15s} {'s*':>5s} {'gain median [min, max]':>26s} {'spread':>6s}  verdict")
+    lines = [head, "-" * len(head)]
+    for e in entries:
+        j = e["rejudged"]
+        gain = f"{j['gain_median']:+.3f} [{j['gain_min']:+.3f}, {j['gain_max']:+.3f}]"
+        lines.append(f"{e['env_id']:15s} {e['variant']:7s} {e['method']:9s} "
+                     f"{(e['scope'] or '-'):6s} {'+'.join(e['extra']):13s} "
+                     f"{','.join(f'{s:g}' for s in j['points']):15s} {j['sweet_spot']:5.2f} "
+                     f"{gain:>26s} {j['gain_spread']:6.3f}  {j['verdict']} "
+                     f"(cheap attacks: {e['verdict']})")
     return lines
 
 
