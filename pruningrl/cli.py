@@ -613,7 +613,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     if loaded["stronger_attacks"]:
         lines += ["with stronger attacks, where they ran:",
                   *format_stronger(loaded["stronger_attacks"]), ""]
-    lines += format_compute(loaded["compute_s"])
+    lines += format_compute(loaded["compute_s"], loaded["cost_per_point"])
     _emit(loaded, False, lines)
     return 0
 

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pruningrl.cli import main
@@ -379,10 +380,22 @@ def test_results_of_the_shipped_smoke_grid(capsys):
     records = RecordStore(SHIPPED_RESULTS / "smoke").records()
     assert sum(spent.values()) == pytest.approx(sum(sum(r["phases"].values()) for r in records))
     assert {"finetune", "certify", "evaluate:none", "evaluate:mad"} <= set(spent)
+    per_point = payload["cost_per_point"]  # the same seconds, split by point
+    assert sum(c["total_h"] for c in per_point.values()) * 3600 == pytest.approx(
+        sum(spent.values()))
+    assert {"none", "mad", "certify"} <= set(per_point)
+    budgets = sorted({r["config"]["finetune_steps"] for r in records
+                      if r["config"]["kind"] == "prune"})
+    assert [k for k in per_point if k.startswith("finetune")] == [
+        f"finetune {b:,d} steps" for b in budgets]
+    done = [r for r in records if r["status"] == "done" and "evaluate:mad" in r["phases"]]
+    assert per_point["mad"]["points"] == len(done)
+    assert per_point["mad"]["median_min"] == pytest.approx(
+        np.median([r["phases"]["evaluate:mad"] / 60 for r in done]))
     code = main(["results", "smoke"])
     text = capsys.readouterr().out
     assert code == 0 and "sweet spots:" in text and "CartPole-v1" in text
-    assert "compute spent:" in text
+    assert "compute spent:" in text and "cost of one point" in text
 
 
 def test_results_of_nothing_is_one_line(capsys, tmp_path):

@@ -359,9 +359,39 @@ def compute_spent(records: list[dict]) -> dict[str, float]:
     return dict(sorted(spent.items()))
 
 
+def cost_per_point(records: list[dict]) -> dict[str, dict[str, float]]:
+    """Core-minutes per point, per phase kind: pruning and fine-tuning (per budget), ``train``
+    (pruning during training), ``certify`` and each attack (its attacker's training, retries
+    included, plus its evaluation; ``none`` includes the base agent's clean evaluation); the
+    median over the points that ran it, their count and the total in core-hours."""
+    per_point: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        if record["status"] != "done":
+            continue
+        spent: dict[str, float] = defaultdict(float)
+        for phase, seconds in record["phases"].items():
+            kind, _, label = phase.partition(":")
+            if kind in ("attacker", "evaluate", "base"):
+                kind = label.split(":")[0]
+            elif kind == "finetune":
+                kind = f"finetune {record['config']['finetune_steps']:,d} steps"
+            spent[kind] += seconds
+        for name, seconds in spent.items():
+            per_point[name].append(seconds / 60)
+    return {name: {"points": len(v), "median_min": float(np.median(v)),
+                   "total_h": float(np.sum(v)) / 60}
+            for name, v in sorted(per_point.items(), key=lambda kv: _phase_order(kv[0]))}
+
+
+def _phase_order(name: str) -> tuple[str, int]:
+    """Phases by name, fine-tuning budgets by size."""
+    kind, _, steps = name.partition(" ")
+    return kind, int(steps.split(" ")[0].replace(",", "")) if steps else 0
+
+
 def load_results(name_or_dir: str) -> dict:
     """``{"rows", "sweet_spots", "stronger_attacks", "learned_attacks", "random_returns",
-    "compute_s", "out"}``.
+    "compute_s", "cost_per_point", "out"}``.
 
     Given a grid (a shipped grid's name or a TOML file), a series is judged only once every
     point the grid asks of it is measured; given a bare folder, on the points it holds.
@@ -377,7 +407,7 @@ def load_results(name_or_dir: str) -> dict:
             "stronger_attacks": stronger_attacks(records, judged),
             "random_returns": {f"{env} ({n} episodes)": v
                                for (env, n), v in random_returns(records).items()},
-            "compute_s": compute_spent(records)}
+            "compute_s": compute_spent(records), "cost_per_point": cost_per_point(records)}
 
 
 def _grid_of(name_or_dir: str) -> Grid | None:
@@ -386,11 +416,17 @@ def _grid_of(name_or_dir: str) -> Grid | None:
     return None
 
 
-def format_compute(spent: dict[str, float]) -> list[str]:
-    """The compute a sweep's records cost, in core-hours per phase."""
+def format_compute(spent: dict[str, float], per_point: dict | None = None) -> list[str]:
+    """The compute a sweep's records cost, in core-hours per phase; with ``per_point``
+    (``cost_per_point``), what one point costs in each."""
     total = sum(spent.values())
-    return [f"compute spent: {total / 3600:.2f} core-hours", *(
+    lines = [f"compute spent: {total / 3600:.2f} core-hours", *(
         f"  {phase:22s} {seconds / 3600:8.2f}" for phase, seconds in spent.items())]
+    if per_point:
+        lines += ["cost of one point (median core-minutes; points; total core-hours):", *(
+            f"  {name:22s} {c['median_min']:8.2f} {c['points']:6d} {c['total_h']:8.2f}"
+            for name, c in per_point.items())]
+    return lines
 
 
 def format_rows(table: list[dict]) -> list[str]:
