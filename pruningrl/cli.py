@@ -5,7 +5,7 @@
     evaluate  --agent A [--episodes N] [--seed S] [--stochastic] [--attack NAME [--eps E]
               [--norm inf|2] [--attack-budget N]] [--json]
     prune     --agent A --method random|magnitude|gradual|micro --sparsity X [--scope S]
-              [--finetune-steps N] --out PATH
+              [--finetune-steps N [--finetune-lr LR]] --out PATH
     certify   --agent A --eps E [--norm inf|2] [--method global|local] [--json]
     convert   FILE --env ENV [--vecnormalize F | --kind K [--log-std X] [--activation A]]
               --out PATH                             a reader's agent as a checkpoint
@@ -65,6 +65,16 @@ def _nonnegative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
@@ -138,6 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--scope", choices=("global", "layer"), default="global")
     prune.add_argument("--finetune-steps", type=_nonnegative_int, default=0,
                        help="PPO steps after (one-shot) or during (gradual, micro) pruning")
+    prune.add_argument("--finetune-lr", type=_positive_float, default=None,
+                       help="the fine-tuning's learning rate (default: the agent's own)")
     prune.add_argument("--rate", type=float, default=0.02,
                        help="micro: fraction of the remaining weights pruned per update")
     prune.add_argument("--seed", type=_nonnegative_int, default=0)
@@ -460,7 +472,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     command = "python -m pruningrl " + shlex.join(sys.argv[1:]) if sys.argv else None
     result = prune_and_finetune(agent, args.method, args.sparsity, args.scope,
                                 args.finetune_steps, args.seed, args.rate, out,
-                                progress=not args.no_progress, command=command)
+                                progress=not args.no_progress, command=command,
+                                learning_rate=args.finetune_lr)
     if result.interrupted:
         saved = f"{out} holds the last checkpoint" if out.is_file() else "nothing was saved"
         return _interrupted(f"interrupted while fine-tuning; {saved}",

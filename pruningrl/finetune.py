@@ -73,11 +73,14 @@ def prune_and_finetune(
     out: str | os.PathLike | None = None,
     progress: bool = False,
     command: str | None = None,
+    learning_rate: float | None = None,
 ) -> PruneResult:
     """Prune a copy of ``agent`` by ``method`` to ``sparsity`` and fine-tune it.
 
     ``agent`` is left untouched. With ``out`` the result is saved there (a fine-tuning run also
     checkpoints there as it goes). The pruned agent's metadata records how it was made.
+    ``learning_rate`` replaces the agent's own (annealed to 0 over the fine-tuning as in
+    training): a converged agent can lose return to a fresh optimizer at its training rate.
     """
     check_prune_settings(method, sparsity, scope, finetune_steps)
     from pruningrl.ppo import PPOConfig, train, train_state_path
@@ -85,6 +88,11 @@ def prune_and_finetune(
     record = {"method": method, "scope": scope, "target_sparsity": sparsity, "seed": seed,
               "finetune_steps": finetune_steps,
               "parent_code_version": agent.metadata.get("code_version")}
+    if learning_rate is not None:
+        if not learning_rate > 0:
+            raise ValueError(f"the fine-tuning learning rate must be positive, got "
+                             f"{learning_rate!r}")
+        record["learning_rate"] = learning_rate
     working = replace(agent, policy=clone_policy(agent.policy), metadata=dict(agent.metadata))
     scheduled = method in SCHEDULES
     if sparsity > 0 and not scheduled:
@@ -95,7 +103,8 @@ def prune_and_finetune(
             save_agent(working, out)
         return PruneResult(working)
     settings = dict(agent.metadata.get("config") or _settings_of(agent))
-    settings.update(total_steps=finetune_steps, seed=seed, freeze_obs_norm=True, num_workers=0)
+    settings.update(total_steps=finetune_steps, seed=seed, freeze_obs_norm=True, num_workers=0,
+                    **({} if learning_rate is None else {"learning_rate": learning_rate}))
     config = PPOConfig.from_dict(settings).validate()
     hooks = [schedule(method, sparsity, scope, rate)] if scheduled and sparsity > 0 else []
     if out is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pruningrl.agent import load_agent
 from pruningrl.cli import main
 from pruningrl.experiments import (
     RecordStore,
@@ -23,6 +24,7 @@ from pruningrl.experiments import (
 from pruningrl.experiments.jobs import AttackUnit, certified_radius
 from pruningrl.experiments.results import SHIPPED_RESULTS, sweet_spots
 from pruningrl.experiments.sweep import plan, stage_of
+from pruningrl.zoo import agent_path
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = load_grid("smoke")
@@ -63,6 +65,10 @@ BAD_GRIDS = {
     "prune window reversed": ("prune_window = [0.75, 0.2]", "'prune_window' must be"),
     "prune window past the run": ("prune_window = [0.2, 1.5]", "'prune_window' must be"),
     "prune window not a pair": ("prune_window = 0.2", "'prune_window' must be"),
+    "negative fine-tuning rate": ("finetune_lr = -1e-4", "'finetune_lr' must be >= 0"),
+    "zero fine-tuning rate": ("finetune_lr = 0.0", "'finetune_lr' must be positive"),
+    "fine-tuning rate with nothing to tune": ("finetune_steps = 0\nfinetune_lr = 1e-4",
+                                              "needs finetune_steps > 0"),
 }
 
 
@@ -120,6 +126,34 @@ def test_the_dense_control_is_shared_and_ids_hash_the_config():
     assert len({j.id for j in jobs}) == len(jobs)
     assert [c["kind"] for c in configs].count("random_policy") == 1
     assert all(len(j.id) == 16 for j in jobs)
+
+
+def test_a_fine_tuning_rate_is_part_of_the_job_only_when_set(tmp_path):
+    from pruningrl.experiments.results import series_key
+
+    plain = tmp_path / "plain.toml"
+    plain.write_text(grid_text("seeds = [0]"))
+    tuned = tmp_path / "tuned.toml"
+    tuned.write_text(grid_text("seeds = [0]") + "finetune_lr = 1e-4\n")
+    before = {j.id: j.settings for j in expand(load_grid(str(plain)))}
+    after = {j.id: j.settings for j in expand(load_grid(str(tuned)))}
+    assert all("finetune_lr" not in c for c in before.values())  # old ids stay valid
+    prune = [c for c in after.values() if c["kind"] == "prune"]
+    assert prune and all(c["finetune_lr"] == 1e-4 for c in prune)
+    assert not set(before) & {i for i, c in after.items() if c["kind"] == "prune"}
+    assert {series_key(c) for c in prune} != {series_key(c) for c in before.values()
+                                             if c["kind"] == "prune"}
+
+
+def test_the_fine_tuning_rate_reaches_ppo():
+    from pruningrl.finetune import prune_and_finetune
+
+    agent = load_agent(agent_path("CartPole-v1/ppo/seed0"))
+    made = prune_and_finetune(agent, "magnitude", 0.5, "layer", 2048, 0, learning_rate=1e-5)
+    assert made.agent.metadata["config"]["learning_rate"] == 1e-5
+    assert made.agent.metadata["pruning"]["learning_rate"] == 1e-5
+    with pytest.raises(ValueError, match="learning rate must be positive"):
+        prune_and_finetune(agent, "magnitude", 0.5, "layer", 2048, 0, learning_rate=0.0)
 
 
 def test_parts_make_a_union_of_products(tmp_path):
@@ -451,7 +485,7 @@ def test_the_sweet_spot_follows_its_definition():
     # a seed not started at all: only the grid knows it is missing
     two_seeds = _series({0.0: [0.6, 0.6], 0.5: [0.7, 0.68]})
     assert sweet_spots(two_seeds)[0]["verdict"] == "sweet spot"
-    key = ("T", "ppo", "magnitude", "global", 1, 0.1, "inf", 1)
+    key = ("T", "ppo", "magnitude", "global", 1, 0.1, "inf", 1, None)
     wanted = {key: {(s, seed) for s in (0.0, 0.5) for seed in (0, 1, 2)}}
     judged = sweet_spots(two_seeds, wanted)[0]
     assert judged["verdict"] == "incomplete" and judged["reason"].startswith("2 of 6 points")
@@ -498,7 +532,8 @@ def test_a_learned_adversary_is_reported_by_its_strongest_attempt():
     def row(label, value):
         return {"env_id": "Hopper-v5", "variant": "ppo", "method": "dense", "scope": None,
                 "target_sparsity": 0.0, "seed": 0, "finetune_steps": 51200, "eps": 0.075,
-                "certified_eps": 0.075, "attack": label.split(":")[0], "attack_label": label,
+                "certified_eps": 0.075, "finetune_lr": None, "attack": label.split(":")[0],
+                "attack_label": label,
                 "mean_return": value}
 
     table = [row("none", 3000.0), row("mad", 1500.0), row("optimal", 2900.0),

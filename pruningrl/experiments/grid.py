@@ -11,6 +11,7 @@ parts' products (so one file can give MuJoCo tasks two variants and CartPole one
     scope = "global"                  # "layer", or ["global", "layer"] for both
     sparsities = [0.0, 0.3, 0.6]      # target fractions of zeroed weight-matrix entries
     finetune_steps = 50000            # PPO steps after (one-shot) or during (schedules) pruning
+    finetune_lr = 3e-5                # optional; default: the agent's own learning rate
     attacks = ["none", "random", "critic", "mad", "rs"]
     eps = 0.1                         # optional; default: the task's eps (MuJoCo)
     episodes = 50
@@ -52,6 +53,7 @@ KEYS: dict[str, tuple[object, bool]] = {
     "scope": ("global", False),
     "sparsities": (None, True),
     "finetune_steps": (50_000, False),
+    "finetune_lr": (None, False),
     "attacks": (["none"], False),
     "eps": (None, False),
     "norm": ("inf", False),
@@ -84,6 +86,7 @@ class GridPart:
     local_states: int
     attack_seed: int
     prune_window: tuple[float, float] = (0.2, 0.75)
+    finetune_lr: float | None = None
 
 
 @dataclass(frozen=True)
@@ -214,15 +217,28 @@ def _part(data: dict, where: str) -> GridPart:
         int(_number(data, "episodes", int, where, 1)), dict(budgets),
         float(_number(data, "rate", float, where, 0.0)),
         int(_number(data, "local_states", int, where, 1)),
-        int(_number(data, "attack_seed", int, where, 0)), _window(data, where))
+        int(_number(data, "attack_seed", int, where, 0)), _window(data, where),
+        _finetune_lr(data, where))
     if not 0.0 < part.rate < 1.0:
         raise ValueError(f"{where}: rate must lie in (0, 1), got {part.rate}")
     if part.finetune_steps == 0 and any(m in ("gradual", "micro") for m in methods) and any(
             s > 0 for s in sparsities):
         raise ValueError(f"{where}: gradual and micro prune during fine-tuning: "
                          "finetune_steps must be positive")
+    if part.finetune_lr is not None and (part.finetune_steps == 0 or IN_TRAINING in methods):
+        raise ValueError(f"{where}: finetune_lr sets the fine-tuning's learning rate: it needs "
+                         "finetune_steps > 0 and no in-training method")
     _check_agents(part, where)
     return part
+
+
+def _finetune_lr(data: dict, where: str) -> float | None:
+    if data.get("finetune_lr") is None:
+        return None
+    value = float(_number(data, "finetune_lr", float, where, 0.0))
+    if value <= 0:
+        raise ValueError(f"{where}: 'finetune_lr' must be positive, got {value!r}")
+    return value
 
 
 def _window(data: dict, where: str) -> tuple[float, float]:

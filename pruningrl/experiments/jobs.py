@@ -112,7 +112,9 @@ def expand(grid: Grid) -> list[Job]:
                      "seed": seed, "agent_sha256": file_sha256(agent_path(agent_id)),
                      "finetune_steps": part.finetune_steps, "eps": eps, "norm": part.norm,
                      "episodes": part.episodes, "local_states": part.local_states,
-                     **_pruning(method, scope, target, part, agent_id)}, units)
+                     **_pruning(method, scope, target, part, agent_id),
+                     **({} if part.finetune_lr is None else
+                        {"finetune_lr": part.finetune_lr})}, units)
     return list(jobs.values())
 
 
@@ -216,7 +218,8 @@ def _make_agent(config: dict, base, path: Path, phases: dict):
     else:
         made = prune_and_finetune(base, method, config["target_sparsity"],
                                   config["scope"] or "global", config["finetune_steps"],
-                                  config["seed"], config.get("rate", 0.02))
+                                  config["seed"], config.get("rate", 0.02),
+                                  learning_rate=config.get("finetune_lr"))
     if made.interrupted:
         raise KeyboardInterrupt
     made.agent.metadata = {**made.agent.metadata, "job": config}

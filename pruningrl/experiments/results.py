@@ -62,7 +62,8 @@ def rows(records: list[dict]) -> list[dict]:
                 "method": config["method"], "scope": config["scope"],
                 "target_sparsity": config["target_sparsity"], "sparsity": result["sparsity"],
                 "layer_sparsity": result["layer_sparsity"],
-                "finetune_steps": config["finetune_steps"], "attack": name,
+                "finetune_steps": config["finetune_steps"],
+                "finetune_lr": config.get("finetune_lr"), "attack": name,
                 "attack_label": label, "attack_budget": attacker.get("budget"),
                 "eps": None if name == "none" else config["eps"], "norm": config["norm"],
                 "mean_return": float(np.mean(entry["returns"])),
@@ -111,11 +112,11 @@ def score_attacks(series_rows: list[dict]) -> list[str]:
 
 
 def series_key(config: dict) -> tuple:
-    """The series a pruned point belongs to: task, variant, method, scope, budget, eps, norm and
-    episodes (a row or a job config)."""
+    """The series a pruned point belongs to: task, variant, method, scope, budget, eps, norm,
+    episodes and fine-tuning learning rate (None: the agent's own); a row or a job config."""
     return (config["env_id"], config["variant"], config["method"], config["scope"],
             config["finetune_steps"], config.get("certified_eps", config.get("eps")),
-            config["norm"], config["episodes"])
+            config["norm"], config["episodes"], config.get("finetune_lr"))
 
 
 def expected_points(grid: Grid) -> dict[tuple, set[tuple[float, int]]]:
@@ -144,12 +145,13 @@ def sweet_spots(records: list[dict], expected: dict[tuple, set] | None = None) -
             series[series_key(r)].append(r)
     out = []
     for key, members in sorted(series.items(), key=lambda kv: str(kv[0])):
-        env, variant, method, scope, steps, eps, norm, episodes = key
+        env, variant, method, scope, steps, eps, norm, episodes, lr = key
         dense = [r for r in controls if (r["env_id"], r["variant"], r["finetune_steps"],
-                                         r["certified_eps"], r["norm"], r["episodes"])
-                 == (env, variant, steps, eps, norm, episodes)]
+                                         r["certified_eps"], r["norm"], r["episodes"],
+                                         r["finetune_lr"])
+                 == (env, variant, steps, eps, norm, episodes, lr)]
         entry = {"env_id": env, "variant": variant, "method": method, "scope": scope,
-                 "finetune_steps": steps, "eps": eps, "episodes": episodes}
+                 "finetune_steps": steps, "finetune_lr": lr, "eps": eps, "episodes": episodes}
         measured = {(r["target_sparsity"], r["seed"]) for r in members + dense
                     if r["attack"] == "none"}
         wanted = (expected or {}).get(key, set())
@@ -236,10 +238,10 @@ def rejudge(records: list[dict], entry: dict, extra: list[str]) -> dict:
     gains and the verdict follow the same rule as ``sweet_spots``, over those points only.
     """
     key = (entry["env_id"], entry["variant"], entry["finetune_steps"], entry["eps"],
-           entry["episodes"])
+           entry["episodes"], entry["finetune_lr"])
     members = [r for r in rows(records)
                if (r["env_id"], r["variant"], r["finetune_steps"], r["certified_eps"],
-                   r["episodes"]) == key
+                   r["episodes"], r["finetune_lr"]) == key
                and (r["method"] == "dense" or (r["method"], r["scope"])
                     == (entry["method"], entry["scope"]))]
     seeds = entry["seeds"]
@@ -301,8 +303,8 @@ def stronger_attacks(records: list[dict], entries: list[dict]) -> list[dict]:
             judged = rejudge(records, entry, extra)
             if judged["verdict"] != "incomplete" and len(judged["points"]) > 1:
                 out.append({**{k: entry[k] for k in ("env_id", "variant", "method", "scope",
-                                                     "finetune_steps", "eps", "verdict",
-                                                     "sweet_spot")},
+                                                     "finetune_steps", "finetune_lr", "eps",
+                                                     "verdict", "sweet_spot")},
                             "extra": extra, "rejudged": judged})
     return out
 
@@ -324,7 +326,7 @@ def learned_attacks(table: list[dict]) -> list[dict]:
         best = min(tried, key=lambda r: r["mean_return"])
         out.append({**{k: best[k] for k in ("env_id", "variant", "method", "scope",
                                             "target_sparsity", "seed", "finetune_steps",
-                                            "attack", "eps")},
+                                            "finetune_lr", "attack", "eps")},
                     "mean_return": best["mean_return"], "label": best["attack_label"],
                     "clean_return": clean.get(key[:-1]),
                     "attempts": {r["attack_label"]: r["mean_return"] for r in tried}})
@@ -333,7 +335,7 @@ def learned_attacks(table: list[dict]) -> list[dict]:
 
 def _point(r: dict) -> tuple:
     return (r["env_id"], r["variant"], r["method"], r["scope"], r["target_sparsity"], r["seed"],
-            r["finetune_steps"], r["certified_eps"])
+            r["finetune_steps"], r["certified_eps"], r["finetune_lr"])
 
 
 def _median_of(members: list[dict], sparsity: float, field: str) -> float | None:

@@ -61,10 +61,10 @@ def shipped_returns(env_id: str, variant: str, method: str, scope: str) -> Retur
               == (env_id, variant, method, scope)]
     if not pruned:
         return None
-    budget, eps = pruned[0]["finetune_steps"], pruned[0]["certified_eps"]
+    budget, eps, lr = (pruned[0][k] for k in ("finetune_steps", "certified_eps", "finetune_lr"))
     members = pruned + [r for r in _rows() if r["env_id"] == env_id and r["variant"] == variant
                         and r["method"] == "dense" and r["finetune_steps"] == budget
-                        and r["certified_eps"] == eps]
+                        and r["certified_eps"] == eps and r["finetune_lr"] == lr]
     attacks = score_attacks(members) or sorted({r["attack"] for r in members} - {"none"})
     clean, worst = {}, {}
     for r in members:
