@@ -31,19 +31,28 @@ def code_version() -> str:
     """The library version, with the git commit (and ``.dirty``) when run from a checkout."""
     from pruningrl import __version__
 
-    root = Path(__file__).resolve().parent.parent
+    commit = checkout_commit(Path(__file__).resolve().parent.parent)
+    return f"{__version__}+g{commit}" if commit else __version__
+
+
+def checkout_commit(root: Path) -> str | None:
+    """The short commit of the git checkout at ``root``, with ``.dirty`` when a tracked file
+    differs from it outside the data the library writes into its own tree (shipped agents and
+    results): a run that ships what it made does not mark the runs after it as run by
+    uncommitted code. None outside a checkout."""
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"],
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--",
+             ".", ":!pruningrl/agents", ":!pruningrl/results"],
             capture_output=True, text=True, timeout=5, check=True,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return __version__
-    return f"{__version__}+g{sha}{'.dirty' if dirty else ''}" if sha else __version__
+        return None
+    return f"{sha}{'.dirty' if dirty else ''}" if sha else None
 
 
 def provenance() -> dict:

@@ -574,3 +574,27 @@ def test_a_shipped_hopper_attack_record_reproduces_with_todays_code():
     assert again["result"]["base_clean"] == record["result"]["base_clean"]
     for key in ("certified_tv", "lipschitz", "local_tv", "certified_radius", "layer_sparsity"):
         assert again["result"][key] == record["result"][key], key
+
+
+def test_shipped_data_does_not_make_a_checkout_dirty(tmp_path):
+    from pruningrl.reproducibility import checkout_commit
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    for name in ("pruningrl/core.py", "pruningrl/agents/T/ppo/seed0.json",
+                 "pruningrl/results/sweeps/g/records/a.json"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("0\n")
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "x", "--allow-empty")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "y")
+    clean = checkout_commit(tmp_path)
+    assert clean and not clean.endswith(".dirty")
+    (tmp_path / "pruningrl/agents/T/ppo/seed0.json").write_text("1\n")  # a retrained agent
+    (tmp_path / "pruningrl/results/sweeps/g/records/a.json").write_text("1\n")
+    assert checkout_commit(tmp_path) == clean
+    (tmp_path / "pruningrl/core.py").write_text("1\n")  # code
+    assert checkout_commit(tmp_path) == clean + ".dirty"
+    assert checkout_commit(tmp_path / "nowhere") is None
