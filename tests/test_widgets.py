@@ -113,7 +113,7 @@ def test_the_returns_panel_takes_the_dense_control_of_its_own_budget(monkeypatch
     def row(method, scope, s, budget, value):
         return {"env_id": "Hopper-v5", "variant": "ppo", "method": method, "scope": scope,
                 "target_sparsity": s, "seed": 0, "finetune_steps": budget, "certified_eps": 0.075,
-                "attack": "none", "mean_return": value, "discrete": False}
+                "finetune_lr": None, "attack": "none", "mean_return": value, "discrete": False}
 
     rows = (row("dense", None, 0.0, 51200, 3000.0), row("dense", None, 0.0, 0, 100.0),
             row("magnitude", "global", 0.5, 51200, 2500.0),
