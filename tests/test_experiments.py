@@ -492,7 +492,7 @@ def test_the_sweet_spot_follows_its_definition():
 
 
 def test_a_stronger_attack_rejudges_a_sweet_spot_where_it_ran():
-    from pruningrl.experiments.results import rejudge, stronger_attacks
+    from pruningrl.experiments.results import rejudge, rows, stronger_attacks
 
     records = _series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.65, 0.72], 0.7: [0.5, 0.5, 0.5]})
     entry = sweet_spots(records)[0]
@@ -505,13 +505,13 @@ def test_a_stronger_attack_rejudges_a_sweet_spot_where_it_ran():
             if config.get("target_sparsity") == sparsity and config.get("seed") in seeds:
                 r["result"]["attacks"][attack] = {"returns": [100.0 * normalized]}
 
-    assert rejudge(records, entry, ["rs"])["verdict"] == "incomplete"
+    assert rejudge(rows(records), entry, ["rs"])["verdict"] == "incomplete"
     add("rs", 0.0, 0.1)  # n(R_rs) = 0.1 at the dense control: worse than MAD's 0.2
     add("rs", 0.5, 0.15, seeds=(0, 1))
-    judged = rejudge(records, entry, ["rs"])
+    judged = rejudge(rows(records), entry, ["rs"])
     assert judged["points"] == [0.0]  # seed 2 lacks rs at 0.5: the dense control alone
     add("rs", 0.5, 0.15, seeds=(2,))
-    judged = rejudge(records, entry, ["rs"])
+    judged = rejudge(rows(records), entry, ["rs"])
     assert judged["points"] == [0.0, 0.5] and judged["attacks"] == ["mad", "rs"]
     assert judged["worst_attack"]["0/0"] == "rs"
     # dense score (1 + 0.1) / 2 = 0.55; at 0.5, clean 1 and worst min(MAD, 0.15)
@@ -520,9 +520,9 @@ def test_a_stronger_attack_rejudges_a_sweet_spot_where_it_ran():
     assert judged["gain_median"] == pytest.approx(0.025)
     assert judged["verdict"] == "sweet spot" and judged["gain_spread"] == pytest.approx(0.0)
     add("rs", 0.5, 0.05)  # robust Sarsa breaks the pruned agents harder than the dense ones
-    judged = rejudge(records, entry, ["rs"])
+    judged = rejudge(rows(records), entry, ["rs"])
     assert judged["verdict"] == "none here" and judged["sweet_spot"] == 0.0
-    found = stronger_attacks(records, [entry])
+    found = stronger_attacks(rows(records), [entry])
     assert [(e["extra"], e["rejudged"]["verdict"]) for e in found] == [(["rs"], "none here")]
 
 

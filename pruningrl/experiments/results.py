@@ -228,18 +228,19 @@ def _judge(score: dict[tuple, float], sparsities: list[float], seeds: list[int])
     return medians, best, gains, spread, verdict
 
 
-def rejudge(records: list[dict], entry: dict, extra: list[str]) -> dict:
+def rejudge(table: list[dict], entry: dict, extra: list[str]) -> dict:
     """A series re-judged with stronger attacks, on the points where they ran.
 
-    ``entry`` is a judged series of ``sweet_spots``; ``extra`` names attacks that ran at some of
-    its points only (robust Sarsa, the learned adversaries; of each, its strongest attempt).
+    ``table`` is the records' ``rows``; ``entry`` a judged series of ``sweet_spots``; ``extra``
+    names attacks that ran at some of its points only (robust Sarsa, the learned adversaries; of
+    each, its strongest attempt).
     The points are the sparsities where every seed has every extra attack, sparsity 0 among
     them; there a(s) becomes the worst of the entry's score attacks and ``extra``, and s*, the
     gains and the verdict follow the same rule as ``sweet_spots``, over those points only.
     """
     key = (entry["env_id"], entry["variant"], entry["finetune_steps"], entry["eps"],
            entry["episodes"], entry["finetune_lr"])
-    members = [r for r in rows(records)
+    members = [r for r in table
                if (r["env_id"], r["variant"], r["finetune_steps"], r["certified_eps"],
                    r["episodes"], r["finetune_lr"]) == key
                and (r["method"] == "dense" or (r["method"], r["scope"])
@@ -281,12 +282,12 @@ def rejudge(records: list[dict], entry: dict, extra: list[str]) -> dict:
 STRONGER = (("rs",), POLICY_ADVERSARIES)  # robust Sarsa; the learned policy adversaries
 
 
-def stronger_attacks(records: list[dict], entries: list[dict]) -> list[dict]:
+def stronger_attacks(table: list[dict], entries: list[dict]) -> list[dict]:
     """Each judged series ``rejudge``d with each group of ``STRONGER`` attacks that ran at its
     dense controls (robust Sarsa inside the score's attack set, the learned adversaries beside
-    it), and with both groups together where both ran."""
+    it), and with both groups together where both ran. ``table``: the records' ``rows``."""
     present = defaultdict(set)
-    for r in rows(records):
+    for r in table:
         present[(r["env_id"], r["variant"], r["finetune_steps"], r["certified_eps"])].add(
             r["attack"])
     out = []
@@ -300,7 +301,7 @@ def stronger_attacks(records: list[dict], entries: list[dict]) -> list[dict]:
         if len(groups) == 2:
             groups.append(groups[0] + groups[1])
         for extra in groups:
-            judged = rejudge(records, entry, extra)
+            judged = rejudge(table, entry, extra)
             if judged["verdict"] != "incomplete" and len(judged["points"]) > 1:
                 out.append({**{k: entry[k] for k in ("env_id", "variant", "method", "scope",
                                                      "finetune_steps", "finetune_lr", "eps",
@@ -406,7 +407,7 @@ def load_results(name_or_dir: str) -> dict:
     judged = sweet_spots(records, expected)
     return {"out": str(folder), "rows": table, "sweet_spots": judged,
             "learned_attacks": learned_attacks(table),
-            "stronger_attacks": stronger_attacks(records, judged),
+            "stronger_attacks": stronger_attacks(table, judged),
             "random_returns": {f"{env} ({n} episodes)": v
                                for (env, n), v in random_returns(records).items()},
             "compute_s": compute_spent(records), "cost_per_point": cost_per_point(records)}
