@@ -117,7 +117,6 @@ def main() -> int:
                         help="train again the agents whose shipped command differs from the plan")
     args = parser.parse_args()
     os.chdir(ROOT)  # the commands name paths relative to the repository
-    provenance()  # fixes the code version now, before shipping modifies tracked files
     todo = {}
     for env, variant, steps, extra in PLAN:
         for seed in SEEDS:
