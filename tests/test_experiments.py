@@ -491,6 +491,23 @@ def test_the_sweet_spot_follows_its_definition():
     assert judged["verdict"] == "incomplete" and judged["reason"].startswith("2 of 6 points")
 
 
+def test_one_seed_gets_no_verdict_and_the_better_scope_follows_its_gain():
+    from pruningrl.experiments.results import best_gain, better_scope
+
+    pilot = sweet_spots(_series({0.0: [0.6], 0.5: [0.9]}))[0]
+    assert pilot["verdict"] == "one seed" and pilot["sweet_spot"] == 0.5
+    assert best_gain(pilot) == (0.5, pytest.approx(0.3))
+    layer = dict(pilot, scope="layer")
+    smaller = sweet_spots(_series({0.0: [0.6], 0.5: [0.7]}))[0]
+    assert better_scope([smaller, layer], "T", "magnitude") == "layer"
+    assert better_scope([dict(smaller, scope="layer"), pilot], "T", "magnitude") == "global"
+    # measured on three seeds later, the rule still reads seed 0 only
+    grown = sweet_spots(_series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.95, 0.95]}))[0]
+    assert better_scope([grown, layer], "T", "magnitude") == "layer"
+    with pytest.raises(ValueError, match="both scopes"):
+        better_scope([pilot], "T", "magnitude")
+
+
 def test_a_stronger_attack_rejudges_a_sweet_spot_where_it_ran():
     from pruningrl.experiments.results import rejudge, rows, stronger_attacks
 

@@ -16,6 +16,8 @@ are means over the evaluation episodes:
   "sweet spot" when s* > 0, the gain is positive for every seed (its whole seed range lies
   above zero) and the median gain exceeds the seed spread; else "none here". (A median gain
   smaller than the spread is one the seeds cannot tell from the seed-to-seed variation.)
+  A series measured on one seed (a pilot) has no spread, so it gets s* and its gain but no
+  verdict: "one seed".
 """
 
 from __future__ import annotations
@@ -223,9 +225,33 @@ def _judge(score: dict[tuple, float], sparsities: list[float], seeds: list[int])
     best = max(sparsities, key=lambda s: (medians[s], -s))
     gains = [score[(best, seed)] - score[(0.0, seed)] for seed in seeds]
     spread = max(gains) - min(gains)
-    verdict = ("sweet spot" if best > 0 and min(gains) > 0 and np.median(gains) > spread
-               else "none here")
+    if len(seeds) < 2:
+        verdict = "one seed"
+    else:
+        verdict = ("sweet spot" if best > 0 and min(gains) > 0 and np.median(gains) > spread
+                   else "none here")
     return medians, best, gains, spread, verdict
+
+
+def best_gain(entry: dict, seed: int = 0) -> tuple[float, float]:
+    """One seed's own best sparsity s_b = argmax_s score(s) in a judged series (ties to the
+    lower sparsity) and its gain over that seed's dense control, score(s_b) - score(0)."""
+    scores = entry["per_seed"]["score"][entry["seeds"].index(seed)]
+    best = max(range(len(scores)), key=lambda k: (scores[k], -entry["sparsities"][k]))
+    return entry["sparsities"][best], scores[best] - scores[0]
+
+
+def better_scope(entries: list[dict], env: str, method: str, variant: str = "ppo",
+                 seed: int = 0) -> str:
+    """The pruning scope ("global" or "layer") whose best sparsity gains more score over the
+    dense control on one seed: how a task measured on that seed's pilot chooses its scope."""
+    judged = {e["scope"]: e for e in entries
+              if (e["env_id"], e["variant"], e["method"]) == (env, variant, method)
+              and e["verdict"] != "incomplete" and seed in e.get("seeds", [])}
+    if set(judged) != {"global", "layer"}:
+        raise ValueError(f"{env} {variant} {method}: both scopes must be judged on seed {seed} "
+                         f"first (judged: {sorted(judged) or 'none'})")
+    return max(("global", "layer"), key=lambda scope: best_gain(judged[scope], seed)[1])
 
 
 def rejudge(table: list[dict], entry: dict, extra: list[str]) -> dict:
