@@ -496,6 +496,10 @@ def test_one_seed_gets_no_verdict_and_the_better_scope_follows_its_gain():
 
     pilot = sweet_spots(_series({0.0: [0.6], 0.5: [0.9]}))[0]
     assert pilot["verdict"] == "one seed" and pilot["sweet_spot"] == 0.5
+    # the dense controls of seeds that another series (another scope) runs do not join it
+    shared = _series({0.0: [0.6, 0.6], 0.5: [0.9, 0.9]})
+    shared = [r for r in shared if r["id"] != "0.5-1"]
+    assert sweet_spots(shared)[0]["verdict"] == "one seed"
     assert best_gain(pilot) == (0.5, pytest.approx(0.3))
     layer = dict(pilot, scope="layer")
     smaller = sweet_spots(_series({0.0: [0.6], 0.5: [0.7]}))[0]

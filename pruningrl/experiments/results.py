@@ -148,10 +148,11 @@ def sweet_spots(records: list[dict], expected: dict[tuple, set] | None = None) -
     out = []
     for key, members in sorted(series.items(), key=lambda kv: str(kv[0])):
         env, variant, method, scope, steps, eps, norm, episodes, lr = key
+        seeds = {r["seed"] for r in members}  # another series' seeds share its controls
         dense = [r for r in controls if (r["env_id"], r["variant"], r["finetune_steps"],
                                          r["certified_eps"], r["norm"], r["episodes"],
                                          r["finetune_lr"])
-                 == (env, variant, steps, eps, norm, episodes, lr)]
+                 == (env, variant, steps, eps, norm, episodes, lr) and r["seed"] in seeds]
         entry = {"env_id": env, "variant": variant, "method": method, "scope": scope,
                  "finetune_steps": steps, "finetune_lr": lr, "eps": eps, "episodes": episodes}
         measured = {(r["target_sparsity"], r["seed"]) for r in members + dense
