@@ -491,6 +491,20 @@ def test_the_sweet_spot_follows_its_definition():
     assert judged["verdict"] == "incomplete" and judged["reason"].startswith("2 of 6 points")
 
 
+def test_a_categorical_series_is_scored_by_its_learned_adversaries_once_they_ran_everywhere():
+    records = _series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.65, 0.72]})
+    for r in records:
+        if r["config"]["kind"] == "prune":
+            r["result"]["discrete"] = True
+            r["result"]["attacks"]["optimal"] = {"returns": [0.0]}  # the random policy's
+    under_all = sweet_spots(records)[0]
+    assert under_all["score_attacks"] == ["mad", "optimal"]
+    assert under_all["median_attacked"] == [0.0, 0.0] and under_all["verdict"] == "none here"
+    cheap = sweet_spots(records, attacks=("random", "critic", "mad"))[0]
+    assert cheap["score_attacks"] == ["mad"] and cheap["verdict"] == "sweet spot"
+    assert sweet_spots(records, attacks=("rs",))[0]["verdict"] == "incomplete"
+
+
 def test_one_seed_gets_no_verdict_and_the_better_scope_follows_its_gain():
     from pruningrl.experiments.results import best_gain, better_scope
 

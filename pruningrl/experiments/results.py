@@ -132,11 +132,14 @@ def expected_points(grid: Grid) -> dict[tuple, set[tuple[float, int]]]:
     return dict(out)
 
 
-def sweet_spots(records: list[dict], expected: dict[tuple, set] | None = None) -> list[dict]:
+def sweet_spots(records: list[dict], expected: dict[tuple, set] | None = None,
+                attacks: tuple[str, ...] | None = None) -> list[dict]:
     """One entry per (task, variant, method, scope, fine-tuning budget, eps): the sweet spot.
 
     With ``expected`` (``expected_points`` of the grid) a series is complete only when every
     point its grid asks for is measured; without it, only the points its records hold count.
+    With ``attacks`` the score takes only those of the score's attacks (for example the cheap
+    ones, on a categorical series whose learned adversaries ran everywhere too).
     """
     table = rows(records)
     r_rand = random_returns(records)
@@ -162,15 +165,16 @@ def sweet_spots(records: list[dict], expected: dict[tuple, set] | None = None) -
             entry.update(verdict="incomplete", reason=f"{len(wanted - measured)} of "
                          f"{len(wanted)} points not measured yet")
         else:
-            entry.update(_sweet_spot(members + dense, r_rand.get((env, episodes))))
+            entry.update(_sweet_spot(members + dense, r_rand.get((env, episodes)), attacks))
         out.append(entry)
     return out
 
 
-def _sweet_spot(members: list[dict], random_return: float | None) -> dict:
+def _sweet_spot(members: list[dict], random_return: float | None,
+                only: tuple[str, ...] | None = None) -> dict:
     if random_return is None:
         return {"verdict": "incomplete", "reason": "no random-policy return for this task"}
-    attacks = score_attacks(members)
+    attacks = [a for a in score_attacks(members) if only is None or a in only]
     if not attacks:
         return {"verdict": "incomplete", "reason": "no attack measured at every point"}
     clean = {(r["target_sparsity"], r["seed"]): r["mean_return"] for r in members
