@@ -587,8 +587,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _emit_plan(name: str, out: Path, planned: list, cost: dict, as_json: bool) -> int:
-    jobs = [{"id": p.job.id, "status": p.status, "todo": [u.label for u in p.job.attacks
-                                                           if u in p.todo],
+    jobs = [{"id": p.job.id, "status": p.status, "todo": [u.label for u in p.todo],
              **{k: v for k, v in p.job.settings.items() if k != "agent_sha256"}}
             for p in planned]
     todo = sum(1 for p in planned if p.todo)

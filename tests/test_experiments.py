@@ -304,6 +304,21 @@ def test_a_sweep_killed_with_sigkill_resumes_to_the_same_numbers(smoke_local, tm
     assert not list((out / "records").glob(".*.tmp"))
 
 
+def test_a_killed_jobs_scratch_folder_is_removed_by_the_next_job(tmp_path, monkeypatch):
+    from pruningrl.experiments.jobs import SCRATCH_PREFIX, remove_orphaned_scratch
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # its pid now names no process (reaped), like a SIGKILLed worker's
+    orphan = tmp_path / f"{SCRATCH_PREFIX}{dead.pid}-abcd1234"
+    in_use = tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-efgh5678"
+    unnamed = tmp_path / f"{SCRATCH_PREFIX}ijkl9012"  # no pid: cannot tell, so kept
+    for folder in (orphan, in_use, unnamed):
+        (folder / "attackers").mkdir(parents=True)
+    assert remove_orphaned_scratch() == [orphan]
+    assert not orphan.exists() and in_use.exists() and unnamed.exists()
+
+
 def fail_one_job(config, attacks, checkpoint, cache_dir):
     """A job function that fails for the micro-pruned seed-1 job and runs the others."""
     if config.get("method") == "micro" and config.get("seed") == 1:
@@ -324,7 +339,7 @@ def staged_fake_job(config, attacks, checkpoint, cache_dir):
 
 
 def test_a_sweep_runs_cheap_attacks_everywhere_then_rs_then_learned_adversaries(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, capsys):
     log = tmp_path / "calls.txt"
     monkeypatch.setenv("STAGE_LOG", str(log))
     text = grid_text("attacks = ['mad', 'rs', 'optimal', 'paad']")
@@ -339,6 +354,14 @@ def test_a_sweep_runs_cheap_attacks_everywhere_then_rs_then_learned_adversaries(
     assert [c[1:] for c in calls[-2:]] == [["optimal:n=2000000:s=1"]] * 2  # retries, last
     assert summary.jobs_run == 3 and summary.jobs_failed == 0
     assert all(p.status == "cached" for p in plan(grid, RecordStore(tmp_path / "out")))
+    store = RecordStore(tmp_path / "out")  # a sweep killed between an attempt and its retry
+    record = next(r for r in store.records() if "optimal:n=2000000:s=1" in r["result"]["attacks"])
+    del record["result"]["attacks"]["optimal:n=2000000:s=1"]
+    store.write(record)
+    code = main(["sweep", str(_write(tmp_path, text)), "--out", str(tmp_path / "out"),
+                 "--dry-run", "--json"])
+    listed = {job["id"]: job["todo"] for job in json.loads(capsys.readouterr().out)["jobs"]}
+    assert code == 0 and listed[record["id"]] == ["optimal:n=2000000:s=1"]  # the retry is owed
 
 
 def test_a_failing_job_is_recorded_and_the_others_finish(smoke_local, tmp_path):
@@ -579,6 +602,12 @@ def test_a_learned_adversary_is_reported_by_its_strongest_attempt():
     assert found["optimal"]["label"] == "optimal:n=2000000:s=1"
     assert found["optimal"]["attempts"] == {"optimal": 2900.0, "optimal:n=2000000:s=1": 600.0}
     assert found["optimal"]["clean_return"] == 3000.0
+
+    table += [row("paad:n=1000000:s=1", 300.0)]  # its label sorts before the first attempt's
+    table.sort(key=lambda r: r["attack_label"])  # as the sweep's table orders its rows
+    found = {e["attack"]: e for e in learned_attacks(table)}
+    assert list(found["paad"]["attempts"]) == ["paad:n=500000", "paad:n=1000000:s=1"]
+    assert list(found["optimal"]["attempts"]) == ["optimal", "optimal:n=2000000:s=1"]
 
 
 def test_the_certified_radius_is_where_the_certificate_reaches_one_half():

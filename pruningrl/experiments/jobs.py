@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -159,9 +161,40 @@ def run_job(config: dict, attacks: list[dict], checkpoint: bytes | None = None,
     units = [AttackUnit(**a) for a in attacks]
     if config["kind"] == "random_policy":
         return _run_random_policy(config)
-    with tempfile.TemporaryDirectory(prefix="pruningrl-job-") as tmp:
+    remove_orphaned_scratch()
+    with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
         folder = Path(cache_dir) if cache_dir is not None else Path(tmp)
         return _run_prune(config, units, checkpoint, folder)
+
+
+#: a job's scratch folder in the temporary directory: ``pruningrl-job-PID-XXXXXXXX``
+SCRATCH_PREFIX = "pruningrl-job-"
+
+
+def remove_orphaned_scratch() -> list[Path]:
+    """Delete the scratch folders of jobs whose process has died; returns what it deleted.
+
+    A job's folder goes when the job ends, but not when its process is killed outright (the
+    driver's death takes its workers with it, by SIGKILL). Its name carries the process id, so
+    the next job on the machine can tell an orphan from a folder still in use.
+    """
+    removed = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = folder.name[len(SCRATCH_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _run_random_policy(config: dict) -> dict:

@@ -346,7 +346,8 @@ def learned_attacks(table: list[dict]) -> list[dict]:
 
     One entry per (point, adversary): the strongest attempt (the lowest return; a weak first
     attempt is retried with a new seed and twice the budget by the sweep), every attempt's
-    label and return, and the point's clean return.
+    label and return in the order they ran (the first attempt, then its retry), and the
+    point's clean return.
     """
     clean = {_point(r): r["mean_return"] for r in table if r["attack"] == "none"}
     attempts: dict[tuple, list[dict]] = defaultdict(list)
@@ -355,6 +356,7 @@ def learned_attacks(table: list[dict]) -> list[dict]:
             attempts[(*_point(r), r["attack"])].append(r)
     out = []
     for key, tried in sorted(attempts.items(), key=lambda kv: str(kv[0])):
+        tried.sort(key=lambda r: _attempt_seed(r["attack_label"]))  # labels sort by budget
         best = min(tried, key=lambda r: r["mean_return"])
         out.append({**{k: best[k] for k in ("env_id", "variant", "method", "scope",
                                             "target_sparsity", "seed", "finetune_steps",
@@ -363,6 +365,12 @@ def learned_attacks(table: list[dict]) -> list[dict]:
                     "clean_return": clean.get(key[:-1]),
                     "attempts": {r["attack_label"]: r["mean_return"] for r in tried}})
     return out
+
+
+def _attempt_seed(label: str) -> int:
+    """The attacker seed in an attack label (``paad:n=1000000:s=1`` -> 1; none given -> 0)."""
+    _, found, seed = label.partition(":s=")
+    return int(seed.split(":")[0]) if found else 0
 
 
 def _point(r: dict) -> tuple:
