@@ -338,6 +338,23 @@ def staged_fake_job(config, attacks, checkpoint, cache_dir):
     return {"result": result, "phases": {}, "checkpoint": None}
 
 
+@pytest.mark.parametrize(("clean", "attacked", "weak"), [
+    (100.0, 95.0, True), (100.0, 90.0, True), (100.0, 89.0, False),  # took under a tenth
+    (100.0, 190.0, True),  # an "attack" that raised the return failed too
+    (-80.0, -85.0, True), (-80.0, -500.0, False), (-80.0, -20.0, True),  # negative returns
+])
+def test_a_learned_adversary_is_retried_when_it_took_under_a_tenth(clean, attacked, weak,
+                                                                   tmp_path):
+    from pruningrl.experiments.sweep import is_weak, retries
+
+    assert is_weak(clean, attacked) is weak
+    grid = load_grid(str(_write(tmp_path, grid_text("attacks = ['optimal']"))))
+    job = next(j for j in expand(grid) if "optimal" in {u.name for u in j.attacks})
+    measured = {"none": {"mean_return": clean}, "optimal": {"mean_return": attacked}}
+    assert [u.label for u in retries(job, measured)] == (
+        ["optimal:n=2000000:s=1"] if weak else [])
+
+
 def test_a_sweep_runs_cheap_attacks_everywhere_then_rs_then_learned_adversaries(
         tmp_path, monkeypatch, capsys):
     log = tmp_path / "calls.txt"

@@ -31,8 +31,14 @@ from pruningrl.experiments.store import RecordStore
 from pruningrl.reproducibility import provenance
 
 JobFunction = Callable[[dict, list, bytes | None, str | None], dict]
-#: a learned adversary leaving its victim within this fraction of the clean return is retried
+#: a learned adversary that takes less than this fraction of the clean return is retried
 WEAK_ATTACK = 0.10
+
+
+def is_weak(clean: float, attacked: float) -> bool:
+    """An attack that took less than ``WEAK_ATTACK`` of the clean return, or raised it:
+    R_attacked >= R_clean - 0.1 |R_clean|."""
+    return attacked >= clean - WEAK_ATTACK * abs(clean)
 
 
 @dataclass
@@ -82,10 +88,10 @@ def plan(grid: Grid, store: RecordStore, retry_failed: bool = False,
 def retries(job: Job, measured: dict) -> list[AttackUnit]:
     """Second attempts of learned policy adversaries that came out weak.
 
-    A learned adversary (optimal attack, PA-AD) whose victim kept its clean return to within
-    ``WEAK_ATTACK`` (|R_clean - R_attacked| <= 0.1 |R_clean|) may have failed to learn, not met
-    a robust victim: it is trained again with the next seed and twice the budget, and the
-    stronger attempt is the one reported. There is one retry, not a search.
+    A learned adversary (optimal attack, PA-AD) that is weak (``is_weak``: it took less than a
+    tenth of the clean return, or raised it) may have failed to learn, not met a robust victim:
+    it is trained again with the next seed and twice the budget, and the stronger attempt is
+    the one reported. There is one retry, not a search.
     """
     clean = measured.get("none")
     out = []
@@ -93,9 +99,7 @@ def retries(job: Job, measured: dict) -> list[AttackUnit]:
         entry = measured.get(unit.label)
         if unit.name not in POLICY_ADVERSARIES or entry is None or clean is None:
             continue
-        kept = abs(clean["mean_return"] - entry["mean_return"]) <= WEAK_ATTACK * abs(
-            clean["mean_return"])
-        if kept:
+        if is_weak(clean["mean_return"], entry["mean_return"]):
             budget = 2 * (unit.budget or AttackBudget().adversary_steps)
             out.append(AttackUnit(unit.name, budget, unit.seed + 1))
     return out
