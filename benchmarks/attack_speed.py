@@ -15,6 +15,8 @@ The learned attackers' full training budgets and wall times are in
 
 from __future__ import annotations
 
+import pruningrl  # noqa: F401 - first: the process computes in the portable numeric mode
+
 import argparse
 import json
 import tempfile

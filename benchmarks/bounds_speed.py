@@ -9,6 +9,8 @@ multiple of it, and the global bound as a multiple of one forward pass on a sing
 
 from __future__ import annotations
 
+import pruningrl  # noqa: F401 - first: the process computes in the portable numeric mode
+
 import time
 
 import torch

@@ -11,6 +11,8 @@ recomputation when the agent, method, scope or eps changes, for each method and 
 
 from __future__ import annotations
 
+import pruningrl  # noqa: F401 - first: the process computes in the portable numeric mode
+
 import sys
 
 import numpy as np

@@ -14,6 +14,8 @@ regularizer's cost), and each trainer's samples/s as a fraction of the environme
 
 from __future__ import annotations
 
+import pruningrl  # noqa: F401 - first: the process computes in the portable numeric mode
+
 import argparse
 import json
 import multiprocessing as mp

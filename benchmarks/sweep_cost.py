@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+import pruningrl  # noqa: F401 - first: the process computes in the portable numeric mode
+
 import argparse
 import json
 import tempfile

@@ -21,6 +21,7 @@ import os
 from dataclasses import dataclass, replace
 
 from pruningrl.agent import Agent, clone_policy, save_agent
+from pruningrl.numerics import numeric_path
 from pruningrl.pruning import METHODS, SCOPES, _check_sparsity, one_shot_prune, schedule
 
 SCHEDULES = ("gradual", "micro")
@@ -87,7 +88,8 @@ def prune_and_finetune(
 
     record = {"method": method, "scope": scope, "target_sparsity": sparsity, "seed": seed,
               "finetune_steps": finetune_steps,
-              "parent_code_version": agent.metadata.get("code_version")}
+              "parent_code_version": agent.metadata.get("code_version"),
+              "numeric_path": numeric_path()}
     if learning_rate is not None:
         if not learning_rate > 0:
             raise ValueError(f"the fine-tuning learning rate must be positive, got "

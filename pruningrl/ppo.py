@@ -45,6 +45,7 @@ from pruningrl.balls import ascent_direction, project_to_ball, random_in_ball
 from pruningrl.envs import EnvSpec, VectorEnv, check_env_id, check_seed, env_spec
 from pruningrl.gradients import NumpyGradients, NumpyMLP, divergence_gradients
 from pruningrl.normalization import ObservationNormalizer, RewardScaler
+from pruningrl.numerics import numeric_path
 from pruningrl.policies import (
     CategoricalPolicy,
     GaussianPolicy,
@@ -423,6 +424,7 @@ def _snapshot(run: _Run, wall: float) -> Agent:
             "wall_time_s": round(wall, 1),
             "samples_per_s": round(run.global_step / max(wall, 1e-9), 1),
             "code_version": code_version(),
+            "numeric_path": numeric_path(),
             "command": run.command,
             **(run.extra_metadata or {}),
             "curve": run.curve,

@@ -56,7 +56,8 @@ def checkout_commit(root: Path) -> str | None:
 
 
 def provenance() -> dict:
-    """Where and with what a result was produced: code version, host, interpreter, libraries.
+    """Where and with what a result was produced: code version, host, interpreter, libraries,
+    and the numeric path (CPU, instruction sets, BLAS builds, numeric mode; ``numerics``).
 
     Every record the project writes (shipped agents, sweep jobs, benchmarks) carries this one
     dictionary, so two records can always be compared on the same fields.
@@ -64,6 +65,8 @@ def provenance() -> dict:
     import datetime
     import platform
     from importlib import metadata
+
+    from pruningrl.numerics import numeric_path
 
     versions = {}
     for package in ("torch", "numpy", "gymnasium", "mujoco"):
@@ -77,5 +80,6 @@ def provenance() -> dict:
         "machine": platform.machine(),
         "python": platform.python_version(),
         "versions": versions,
+        "numeric_path": numeric_path(),
         "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -12,7 +12,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 VPY=.venv/bin/python
 stamp=.venv/.pruningrl-installed
-want=$(cat requirements.txt pyproject.toml scripts/constraints.txt | sha1sum | cut -d' ' -f1)
+want=$(cat requirements.txt pyproject.toml scripts/constraints.txt scripts/bootstrap.sh | sha1sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
@@ -25,5 +25,9 @@ fi
 "$VPY" -m pip install --quiet -r requirements.txt -c scripts/constraints.txt
 # sweeps run under Ray too; the tests convert Stable-Baselines3 agents
 "$VPY" -m pip install --quiet -e ".[ray,test]" -c scripts/constraints.txt
-"$VPY" -m ipykernel install --sys-prefix --name python3 >/dev/null
+# the notebooks' kernel starts in the portable numeric mode (pruningrl.numerics), even in a cell
+# that imports NumPy or computes with torch before pruningrl is imported
+kernel_env=$("$VPY" -c "import shlex; from pruningrl.numerics import PORTABLE_ENVIRONMENT as E
+print(' '.join(f'--env {k} {shlex.quote(v)}' for k, v in E.items()))")
+eval "\"\$VPY\" -m ipykernel install --sys-prefix --name python3 $kernel_env" >/dev/null
 echo "$want" > "$stamp"

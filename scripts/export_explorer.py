@@ -7,6 +7,8 @@ the file records the code version that made it.
 
 from __future__ import annotations
 
+import pruningrl  # noqa: F401 - first: the process computes in the portable numeric mode
+
 import sys
 from pathlib import Path
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+import pruningrl  # noqa: E402, F401 - first: the process computes in the portable numeric mode
 import gymnasium as gym  # noqa: E402
 import matplotlib  # noqa: E402
 import numpy as np  # noqa: E402

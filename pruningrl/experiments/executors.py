@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from pruningrl.numerics import worker_environment
+
 Task = tuple[str, Callable[..., Any], tuple]
 EXECUTORS = ("local", "ray")
 
@@ -85,7 +87,8 @@ def run_ray(tasks: Iterable[Task], jobs: int, address: str | None) -> Iterator[
     if started:
         options = {"address": address} if address else {"num_cpus": jobs}
         ray.init(**options, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+                 configure_logging=False, runtime_env={"env_vars": {"OMP_NUM_THREADS": "1",
+                                                       **worker_environment()}})
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(_call)
         refs = {remote.remote(function, args): key for key, function, args in pending}

@@ -153,18 +153,21 @@ def run_job(config: dict, attacks: list[dict], checkpoint: bytes | None = None,
     ``config``: the job's settings; ``attacks``: ``AttackUnit.to_dict()`` of the units to run;
     ``checkpoint``: the job's saved agent (skips pruning and fine-tuning); ``cache_dir``: where
     learned attackers of a pruned agent are cached (None: a temporary folder, dropped after).
-    Plain values in and out, so a Ray worker without the sweep's disk can run it.
+    Plain values in and out, so a Ray worker without the sweep's disk can run it. The outcome
+    also names the numeric path of the process that computed it (``numerics.numeric_path``).
     """
     import torch
+
+    from pruningrl.numerics import numeric_path
 
     torch.set_num_threads(1)
     units = [AttackUnit(**a) for a in attacks]
     if config["kind"] == "random_policy":
-        return _run_random_policy(config)
+        return {**_run_random_policy(config), "numeric_path": numeric_path()}
     remove_orphaned_scratch()
     with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as tmp:
         folder = Path(cache_dir) if cache_dir is not None else Path(tmp)
-        return _run_prune(config, units, checkpoint, folder)
+        return {**_run_prune(config, units, checkpoint, folder), "numeric_path": numeric_path()}
 
 
 #: a job's scratch folder in the temporary directory: ``pruningrl-job-PID-XXXXXXXX``

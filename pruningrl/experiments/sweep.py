@@ -28,6 +28,7 @@ from pruningrl.experiments.jobs import (
     run_job,
 )
 from pruningrl.experiments.store import RecordStore
+from pruningrl.numerics import MODE_VARIABLE, PORTABLE, numeric_mode
 from pruningrl.reproducibility import provenance
 
 JobFunction = Callable[[dict, list, bytes | None, str | None], dict]
@@ -132,7 +133,13 @@ def run_sweep(
     The work runs in ``STAGES``: each stage is planned afresh from the records the previous one
     wrote, so a job's expensive attacks run on its saved checkpoint, after every job's cheap
     ones; the learned stage is planned twice, the second time for the retries of weak attacks.
+    Records are made in the portable numeric mode only (``numerics``), so that a record's
+    numbers are the numbers anyone re-running its job gets, on any CPU.
     """
+    if numeric_mode() != PORTABLE:
+        raise ValueError("sweeps record in the portable numeric mode, which is not in force "
+                         f"here (unset {MODE_VARIABLE}, and import pruningrl before any "
+                         "torch computation)")
     start = time.perf_counter()
     store = RecordStore(out)
     planned = plan(grid, store, retry_failed)
@@ -200,6 +207,7 @@ def _merge(old: dict | None, job: Job, ok: bool, value, executor: str) -> dict:
             return record
         record.update(status="failed", error=value, result={}, phases={})
         return record
+    run_info["numeric_path"] = value.get("numeric_path", run_info["numeric_path"])
     run_info["units"] = sorted(value["result"].get("attacks", {}))
     result = dict(base["result"]) if base else {}
     attacks = dict(result.get("attacks", {}))
