@@ -80,9 +80,10 @@ def _timed(call) -> float:
 
 def in_fresh_process(workload: str, mode: str) -> float:
     """``measure(workload)`` in a new process started in numeric ``mode``."""
-    env = {**os.environ, "PRUNINGRL_NUMERICS": mode}
-    for name in ("MKL_CBWR", "ATEN_CPU_CAPABILITY"):  # native means the CPU's own choice
-        env.pop(name, None)
+    from pruningrl.numerics import PORTABLE_ENVIRONMENT
+
+    env = {k: v for k, v in os.environ.items() if k not in PORTABLE_ENVIRONMENT}
+    env["PRUNINGRL_NUMERICS"] = mode  # native: the CPU's own choices; portable: set at import
     code = ("import pruningrl, sys; from pruningrl.numerics import numeric_mode; "
             "sys.path.insert(0, 'benchmarks'); import numeric_mode_cost as b; "
             f"assert numeric_mode() == {mode!r}, numeric_mode(); print(b.measure({workload!r}))")
