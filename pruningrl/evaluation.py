@@ -273,3 +273,54 @@ def evaluate_random_policy(env_id: str, episodes: int = 50, seed: int = 0) -> Ev
     finally:
         env.close()
     return EvalResult(env_id, returns, lengths, seed, deterministic=False)
+
+
+@dataclass
+class Divergence:
+    """Two deterministic episodes from one reset, apart only by one last bit (see
+    ``last_bit_divergence``): their distance and returns, step by step."""
+
+    distance: np.ndarray
+    returns: tuple[float, float]
+    lengths: tuple[int, int]
+    flipped_step: int
+
+    def parting_step(self, threshold: float = 1e-2) -> int | None:
+        """The first step at which the two states are more than ``threshold`` apart."""
+        apart = np.flatnonzero(self.distance > threshold)
+        return int(apart[0]) if apart.size else None
+
+
+def last_bit_divergence(agent: Agent, seed: int = 0) -> Divergence:
+    """Run ``agent``'s deterministic episode from ``env.reset(seed=seed)`` twice; the second
+    time, the first action entry that lies strictly inside the action bounds (a clipped one
+    would absorb the change) moves to the next float32 up: one last bit of the policy's final
+    matrix product, the size of the difference another CPU's BLAS kernel makes. Both runs
+    then go on unchanged. ``distance[t]`` is max_i |s_t - s'_t| over the raw observations
+    after step t, for the steps both episodes reach."""
+    if agent.discrete:
+        raise ValueError("a last-bit change moves a continuous action; this agent is discrete")
+    envs = [make_env(agent.env_id, disable_env_checker=True) for _ in range(2)]
+    observations = [env.reset(seed=seed)[0] for env in envs]
+    returns, lengths, running = [0.0, 0.0], [0, 0], [True, True]
+    distance, flipped = [], -1
+    low, high = envs[0].action_space.low, envs[0].action_space.high
+    while any(running):
+        actions = [agent.act(observation[None])[0] for observation in observations]
+        inside = np.flatnonzero((actions[1] > low) & (actions[1] < high))
+        if flipped < 0 and inside.size:
+            flipped, entry = lengths[1], inside[0]
+            actions[1] = actions[1].copy()
+            actions[1][entry] = np.nextafter(actions[1][entry], np.float32(np.inf))
+        for k, env in enumerate(envs):
+            if running[k]:
+                observations[k], reward, terminated, truncated, _ = env.step(actions[k])
+                returns[k] += float(reward)
+                lengths[k] += 1
+                running[k] = not (terminated or truncated)
+        if lengths[0] == lengths[1]:
+            distance.append(float(np.max(np.abs(observations[0] - observations[1]))))
+    for env in envs:
+        env.close()
+    return Divergence(np.array(distance), (returns[0], returns[1]), (lengths[0], lengths[1]),
+                      flipped)
