@@ -179,3 +179,25 @@ def test_a_fine_tuned_agents_certificates_are_not_judged_across_paths():
     assert mean_disagreement([5.0, 5.0], [5.0, 5.0]) is None
     assert mean_disagreement([5.0, 5.0], [5.0, 4.0]) is not None  # no spread: no room
     assert mean_disagreement([5.0], None) == "missing"
+
+
+def test_a_trained_agent_names_the_numeric_path_it_was_trained_on(tmp_path):
+    from pruningrl.agent import load_agent
+    from pruningrl.ppo import PPOConfig, train
+
+    config = PPOConfig(env_id="CartPole-v1", total_steps=2048, num_workers=0)
+    train(config, tmp_path / "agent.safetensors", progress=False)
+    metadata = load_agent(tmp_path / "agent.safetensors").metadata
+    assert metadata["numeric_path"]["mode"] == PORTABLE
+    assert metadata["numeric_path"] == {**numeric_path(), "threads": 1}
+
+
+def test_a_sweep_refuses_to_record_outside_the_portable_mode(tmp_path, monkeypatch, capsys):
+    from pruningrl.cli import main
+    from pruningrl.experiments import sweep
+
+    monkeypatch.setattr(sweep, "numeric_mode", lambda: NATIVE)
+    code = main(["sweep", "smoke", "--out", str(tmp_path / "out"), "--no-progress"])
+    error = capsys.readouterr().err
+    assert code == 2 and error.count("\n") == 1 and "portable numeric mode" in error
+    assert not (tmp_path / "out" / "records").exists()
