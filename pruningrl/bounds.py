@@ -23,6 +23,17 @@ Bounds on the Lipschitz constant of the statistic, from loosest to tightest:
   zeroing any weight can only lower it. ``certified_tv(method="global")`` uses it.
 * ``local_lipschitz``: the same product with each activation's slope replaced by its maximum
   over interval bounds of the eps-ball (T4). Tighter, state-dependent, NOT monotone.
+
+Output bounds (``pruningrl.output_bounds``: IBP, CROWN, alpha-CROWN) certify the statistic
+directly from a box [l, u] of the outputs over the ball, per state, NOT monotone either:
+
+* Gaussian: Delta <= ||Sigma^{-1/2} max(u - mu(s), mu(s) - l)||_2, then T1's exact form;
+* categorical: a box of the logit *differences* z_i - z_j (a specification matrix), then
+  osc(z(s') - z(s)) <= max_{i != j} (u_ij - (z_i(s) - z_j(s))) and T2;
+* the deterministic policy the book evaluates: the certified action deviation
+  max(u - mu(s), mu(s) - l) (its largest entry bounds ||mu(s') - mu(s)||_inf), and for a
+  categorical policy the certified action: the argmax a cannot change while every lower
+  bound of z_a - z_j is > 0.
 """
 
 from __future__ import annotations
@@ -34,6 +45,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from pruningrl.output_bounds import METHODS as OUTPUT_METHODS
+from pruningrl.output_bounds import Network, output_box
 from pruningrl.policies import CategoricalPolicy, GaussianPolicy, effective_weight
 
 Kind = Literal["gaussian", "categorical", "raw"]
@@ -515,9 +528,9 @@ def tv_from_statistic(statistic: torch.Tensor | float, kind: Kind) -> torch.Tens
 
 def certified_tv(
     policy: nn.Module | MLPView,
-    eps: float,
+    eps: float | torch.Tensor,
     norm: str | float = "inf",
-    method: Literal["global", "local"] = "global",
+    method: Literal["global", "local", "ibp", "crown", "alpha-crown"] = "global",
     states: torch.Tensor | None = None,
     *,
     kind: str | None = None,
@@ -527,16 +540,25 @@ def certified_tv(
 
     ``method="global"``: a float valid for every state, from ``lipschitz_abs_product``;
     nonincreasing under any elementwise pruning mask. ``method="local"``: one value per row of
-    ``states`` (float64 tensor), from ``local_lipschitz``; tighter, not monotone. A bare
+    ``states`` (float64 tensor), from ``local_lipschitz``; tighter, not monotone.
+    ``method="ibp" | "crown" | "alpha-crown"``: one value per row of ``states``, from the
+    output box of ``pruningrl.output_bounds`` (``certified_statistic``); tighter still, not
+    monotone. A bare
     ``nn.Sequential`` needs ``kind`` ("categorical", or "gaussian" with ``log_std``).
-    A constant policy (``is_constant``) certifies 0: it ignores its input.
+    A constant policy (``is_constant``) certifies 0: it ignores its input. The output-bound
+    methods also take one eps per state (a tensor).
     """
-    eps = _check_eps(eps)
     view = mlp_view(policy, kind, log_std)
+    if not (method in OUTPUT_METHODS and torch.is_tensor(eps) and eps.dim() == 1):
+        eps = _check_eps(eps)  # a tensor of one radius per state is checked by output_box
     if view.kind == "raw":
         raise ValueError("certified_tv of a bare nn.Sequential needs its policy kind: "
                          "kind='categorical' (its outputs are logits) or kind='gaussian' with "
                          "log_std (its outputs are a Gaussian's mean)")
+    if method in OUTPUT_METHODS:
+        if states is None:
+            raise ValueError(f"method={method!r} needs states, a (batch, obs_dim) tensor")
+        return tv_from_statistic(certified_statistic(view, states, eps, norm, method), view.kind)
     with torch.no_grad():
         if method == "global":
             return float(tv_from_statistic(eps * lipschitz_abs_product(view, norm), view.kind))
@@ -544,7 +566,100 @@ def certified_tv(
             if states is None:
                 raise ValueError("method='local' needs states, a (batch, obs_dim) tensor")
             return tv_from_statistic(eps * local_lipschitz(view, states, eps, norm), view.kind)
-    raise ValueError(f"unknown method {method!r}; use 'global' or 'local'")
+    raise ValueError(f"unknown method {method!r}; use one of {', '.join(CERTIFY_METHODS)}")
+
+
+#: every method of ``certified_tv``: the Lipschitz bounds, then the output bounds
+CERTIFY_METHODS = ("global", "local", *OUTPUT_METHODS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Certificates from output bounds (IBP, CROWN, alpha-CROWN)
+# ---------------------------------------------------------------------------------------------
+
+
+def _network(view: MLPView) -> Network:
+    return Network(view.weights, view.biases, view.activation)
+
+
+def _outputs(view: MLPView, x: torch.Tensor) -> torch.Tensor:
+    """z(x) of the view, float64."""
+    for weight, bias in zip(view.weights[:-1], view.biases[:-1], strict=True):
+        x = _activate(x @ weight.T + bias, view.activation)
+    return x @ view.weights[-1].T + view.biases[-1]
+
+
+def pairwise_spec(n: int) -> torch.Tensor:
+    """The specification matrix of every logit difference z_i - z_j, i != j: (n(n-1), n)."""
+    rows = [(i, j) for i in range(n) for j in range(n) if i != j]
+    spec = torch.zeros(len(rows), n, dtype=torch.float64)
+    for k, (i, j) in enumerate(rows):
+        spec[k, i], spec[k, j] = 1.0, -1.0
+    return spec
+
+
+def output_deviation(
+    policy: nn.Module | MLPView, states: torch.Tensor, eps: float | torch.Tensor,
+    norm: str | float = "inf", method: str = "crown", *, kind: str | None = None,
+    log_std: float | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """max(u - z(s), z(s) - l) per output, (batch, out): how far each output (the Gaussian's
+    mean, or a logit) can move over B_p(s, eps), from the ``method``'s output box."""
+    view, p = mlp_view(policy, kind, log_std), parse_norm(norm)
+    x = _as_states(states, view.in_dim)
+    lower, upper = output_box(_network(view), x, eps, p, method)
+    centre = _outputs(view, x)
+    return torch.maximum(upper - centre, centre - lower).clamp(min=0.0)
+
+
+def certified_statistic(
+    policy: nn.Module | MLPView, states: torch.Tensor, eps: float | torch.Tensor,
+    norm: str | float = "inf", method: str = "crown",
+) -> torch.Tensor:
+    """A per-state bound on Delta (Gaussian) or on osc(z(s') - z(s)) (categorical) over the
+    ball, from the ``method``'s output box (of the logit differences, for a categorical)."""
+    view, p = mlp_view(policy), parse_norm(norm)
+    x = _as_states(states, view.in_dim)
+    if view.kind == "gaussian":
+        return (view.scale * output_deviation(view, x, eps, norm, method)).norm(dim=-1)
+    if view.kind != "categorical":
+        raise ValueError("a statistic needs a GaussianPolicy or a CategoricalPolicy")
+    spec = pairwise_spec(view.weights[-1].shape[0])
+    if spec.shape[0] == 0:
+        return torch.zeros(x.shape[0], dtype=torch.float64)
+    _, upper = output_box(_network(view), x, eps, p, method, spec)
+    return (upper - _outputs(view, x) @ spec.T).amax(-1).clamp(min=0.0)
+
+
+def certified_action_deviation(
+    policy: nn.Module | MLPView, eps: float | torch.Tensor, norm: str | float = "inf",
+    states: torch.Tensor | None = None, method: str = "crown",
+) -> torch.Tensor:
+    """A per-state bound on ||mu(s') - mu(s)||_inf over the ball: the guarantee of the
+    deterministic (mean) action the book evaluates, whatever the log-std."""
+    if states is None:
+        raise ValueError("the certified action deviation needs states")
+    return output_deviation(policy, states, eps, norm, method).amax(-1)
+
+
+def certified_action(
+    policy: nn.Module | MLPView, eps: float | torch.Tensor, norm: str | float = "inf",
+    states: torch.Tensor | None = None, method: str = "crown",
+) -> torch.Tensor:
+    """Per state, whether the most likely action a = argmax z(s) provably stays the argmax over
+    the ball: min_{j != a} lower(z_a - z_j) > 0 (bool tensor)."""
+    view, p = mlp_view(policy), parse_norm(norm)
+    if view.kind != "categorical":
+        raise ValueError("the certified action is for categorical policies (discrete actions); "
+                         "a Gaussian's mean action has the certified action deviation")
+    if states is None:
+        raise ValueError("the certified action needs states")
+    x = _as_states(states, view.in_dim)
+    n = view.weights[-1].shape[0]
+    chosen = _outputs(view, x).argmax(-1)
+    spec = pairwise_spec(n).view(n, n - 1, n)  # rows grouped by i: z_i - z_j, j != i
+    margins, _ = output_box(_network(view), x, eps, p, method, spec[chosen])
+    return margins.amin(-1) > 0
 
 
 def expected_certified_tv(
@@ -605,3 +720,36 @@ def regret_decomposition(
         pruning_loss=j_dense - j_pruned,
         robustness_gap=j_pruned - j_pruned_attacked,
     )
+
+
+def certified_radii(
+    policy: nn.Module | MLPView, states: torch.Tensor, norm: str | float = "inf",
+    method: str = "crown", criterion: Literal["tv", "action"] = "tv", tv: float = 0.5,
+    eps_max: float = 1.0, iterations: int = 20,
+) -> torch.Tensor:
+    """Per state, a certified radius: an eps at which the state is certified, found by
+    bisection on [0, eps_max] to within eps_max / 2^iterations. ``criterion="tv"``: the
+    ``method``'s certified TV is <= ``tv``; ``"action"`` (categorical): the certified action.
+    Certification at eps covers every smaller ball, so the whole interval [0, radius] is
+    certified, even where the bound is not monotone in eps. A state certified at
+    ``eps_max`` gets ``eps_max``; one not certified at any tried eps gets 0."""
+    view = mlp_view(policy)
+    x = _as_states(states, view.in_dim)
+    if criterion not in ("tv", "action"):
+        raise ValueError(f"unknown criterion {criterion!r}; use 'tv' or 'action'")
+    if not eps_max > 0 or iterations < 1:
+        raise ValueError("eps_max must be positive and iterations at least 1")
+
+    def certified(eps: torch.Tensor) -> torch.Tensor:
+        if criterion == "action":
+            return certified_action(view, eps, norm, x, method)
+        return certified_tv(view, eps, norm, method, x) <= tv
+
+    lo = torch.zeros(x.shape[0], dtype=torch.float64)
+    hi = torch.full_like(lo, float(eps_max))
+    top = certified(hi)
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        ok = certified(mid)
+        lo, hi = torch.where(ok, mid, lo), torch.where(ok, hi, mid)
+    return torch.where(top, torch.full_like(lo, float(eps_max)), lo)
