@@ -6,7 +6,7 @@
               [--norm inf|2] [--attack-budget N]] [--json]
     prune     --agent A --method random|magnitude|gradual|micro --sparsity X [--scope S]
               [--finetune-steps N [--finetune-lr LR]] --out PATH
-    certify   --agent A --eps E [--norm inf|2] [--method global|local] [--json]
+    certify   --agent A --eps E [--norm inf|2] [--method global|local|ibp|crown|alpha-crown]
     convert   FILE --env ENV [--vecnormalize F | --kind K [--log-std X] [--activation A]]
               --out PATH                             a reader's agent as a checkpoint
     sweep     GRID [--out DIR] [--jobs N] [--executor local|ray] [--address A] [--dry-run]
@@ -162,11 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_agent_options(certify)
     certify.add_argument("--eps", type=_nonnegative_float, required=True)
     certify.add_argument("--norm", choices=("inf", "2"), default="inf")
-    certify.add_argument("--method", choices=("global", "local"), default="global")
+    certify.add_argument("--method", choices=("global", "local", "ibp", "crown", "alpha-crown"),
+                         default="global")
     certify.add_argument("--states", type=_positive_int, default=1000,
-                         help="visited states for --method local")
+                         help="visited states for the per-state methods")
     certify.add_argument("--seed", type=_nonnegative_int, default=0,
-                         help="first episode's reset seed for --method local")
+                         help="first episode's reset seed for the per-state methods")
     certify.add_argument("--json", action="store_true")
 
     _add_convert(sub)
@@ -514,16 +515,45 @@ def cmd_certify(args: argparse.Namespace) -> int:
                  f"(eps {args.eps}, l_{args.norm}, sparsity {payload['sparsity']:.3f}){constant}"]
     else:
         states = visited_states(agent, args.states, seed=args.seed)
-        tv = certified_tv(policy, args.eps, args.norm, "local", states)
-        lip = local_lipschitz(policy, states, args.eps, args.norm)
+        tv = certified_tv(policy, args.eps, args.norm, args.method, states)
         payload.update(certified_tv=float(tv.mean()), certified_tv_max=float(tv.max()),
-                       lipschitz=float(lip.mean()), lipschitz_max=float(lip.max()),
+                       certified_fraction=float((tv <= CERTIFIED_TV).double().mean()),
                        states=int(states.shape[0]))
-        lines = [f"{args.agent}: local certified TV mean {float(tv.mean()):.6g}, max "
+        if args.method == "local":
+            lip = local_lipschitz(policy, states, args.eps, args.norm)
+            payload.update(lipschitz=float(lip.mean()), lipschitz_max=float(lip.max()))
+        else:
+            payload.update(_deterministic_certificate(agent, states, args))
+        lines = [f"{args.agent}: {args.method} certified TV mean {float(tv.mean()):.6g}, max "
                  f"{float(tv.max()):.6g} over {states.shape[0]} visited states "
-                 f"(eps {args.eps}){constant}"]
+                 f"(eps {args.eps}); {payload['certified_fraction']:.1%} at TV <= "
+                 f"{CERTIFIED_TV}{constant}"]
+        if "action_deviation" in payload:
+            lines.append(f"  the mean action moves at most {payload['action_deviation']:.4g} "
+                         "(mean over states, l_inf)")
+        elif "certified_action_fraction" in payload:
+            lines.append(f"  the most likely action cannot change on "
+                         f"{payload['certified_action_fraction']:.1%} of the states")
     _emit(payload, args.json, lines)
     return 0
+
+
+#: a state counts as certified when its certified TV is at most this
+CERTIFIED_TV = 0.5
+
+
+def _deterministic_certificate(agent, states, args: argparse.Namespace) -> dict:
+    """The certificate of the deterministic policy: the mean action's certified deviation, or
+    the fraction of states whose most likely action is certified."""
+    from pruningrl.bounds import certified_action, certified_action_deviation
+
+    if agent.discrete:
+        certified = certified_action(agent.policy, args.eps, args.norm, states, args.method)
+        return {"certified_action_fraction": float(certified.double().mean())}
+    deviation = certified_action_deviation(agent.policy, args.eps, args.norm, states,
+                                           args.method)
+    return {"action_deviation": float(deviation.mean()),
+            "action_deviation_max": float(deviation.max())}
 
 
 def cmd_convert(args: argparse.Namespace) -> int:

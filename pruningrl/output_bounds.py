@@ -136,26 +136,56 @@ def _chord(low: torch.Tensor, high: torch.Tensor) -> tuple[torch.Tensor, torch.T
     return slope, tanh_low - slope * low
 
 
-def _upper_tangent_start(low: torch.Tensor, high: torch.Tensor, iterations: int = 30
-                         ) -> torch.Tensor:
-    """For l < 0 < u: the smallest d in [0, u] (up to bisection, from above) whose tangent
-    passes above (l, tanh l). Every tangent at a point of [d, u] is then a sound upper line,
-    since the tangent's height at l grows with d. Where no such d is in [0, u] (the chord is
-    the upper line), returns u. Elements with l >= 0 or u <= 0 are returned as u."""
-    result = high.clone()
-    mixed = (low < 0) & (high > 0)
-    if not bool(mixed.any()):
-        return result
-    l_m = low[mixed]
-    target = torch.tanh(l_m)
-    lo, hi = torch.zeros_like(l_m), high[mixed]
+def _bisect_tangent_start(low: torch.Tensor, high: torch.Tensor, iterations: int
+                          ) -> torch.Tensor:
+    """Bisection, from above, for the smallest d in [0, high] whose tangent passes above
+    (low, tanh low), low < 0; ``high`` where no d in [0, high] does."""
+    target = torch.tanh(low)
+    lo, hi = torch.zeros_like(low), high.clone()
     for _ in range(iterations):
         mid = (lo + hi) / 2
         slope, intercept = _tangent(mid)
-        ok = slope * l_m + intercept >= target
+        ok = slope * low + intercept >= target
         hi, lo = torch.where(ok, mid, hi), torch.where(ok, lo, mid)
-    result[mixed] = hi
-    return result
+    return hi
+
+
+#: the grid of l < 0 on which the tangent start d*(l) is tabulated: g_k = -30 r^k, ascending
+_GRID_SIZE, _GRID_FAR = 4096, 30.0
+_GRID_RATIO = (1e-6 / _GRID_FAR) ** (1 / (_GRID_SIZE - 1))
+_GRID = -_GRID_FAR * _GRID_RATIO ** torch.arange(_GRID_SIZE, dtype=torch.float64)
+_TABLE: list[torch.Tensor] = []
+
+
+def _tangent_start_table() -> torch.Tensor:
+    """d*(g) on ``_GRID``. d*(l), the tangent point whose tangent passes through (l, tanh l),
+    depends on l alone and decreases as l grows toward 0 (checked here), so for
+    g_k <= l < g_{k+1} the tabulated d*(g_k) >= d*(l): a sound, slightly loose start."""
+    if not _TABLE:
+        table = _bisect_tangent_start(_GRID, torch.full_like(_GRID, 40.0), 80)
+        if not bool((table[1:] <= table[:-1]).all()):
+            raise RuntimeError("the tangent start is not monotone on its grid")
+        _TABLE.append(table)
+    return _TABLE[0]
+
+
+def _upper_tangent_start(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """For l < 0 < u: a point d in [0, u], at or just above the smallest one whose tangent
+    passes above (l, tanh l). Every tangent at a point of [d, u] is then a sound upper line,
+    since the tangent's height at l grows with d. Where no such d is in [0, u] (the chord is
+    the upper line), returns u; so too for elements with l >= 0 or u <= 0. Read from a table
+    of d*(l) (``_tangent_start_table``), by bisection below its range."""
+    table = _tangent_start_table()
+    ratio = (-low).clamp(min=1e-300) / _GRID_FAR
+    index = (torch.log(ratio) / math.log(_GRID_RATIO)).floor().clamp(0, _GRID_SIZE - 1).long()
+    index = index - (_GRID[index] > low).long()  # rounding: make sure g_k <= l
+    start = table[index.clamp(min=0)]
+    far = (low < _GRID[0]) & (high > 0)
+    if bool(far.any()):
+        start = start.clone()
+        start[far] = _bisect_tangent_start(low[far], high[far], 50)
+    mixed = (low < 0) & (high > 0)
+    return torch.where(mixed, torch.minimum(start, high), high)
 
 
 @dataclass

@@ -151,6 +151,21 @@ def test_evaluate_and_certify_print_one_json_object(capsys, agent_file):
         assert 0 <= payload["certified_tv"] <= 1 and payload["sparsity"] == 0.0
 
 
+def test_certify_with_output_bounds_reports_the_fraction_certified(capsys):
+    means = {}
+    for method in ("local", "ibp", "crown", "alpha-crown"):
+        code, out, _ = run(capsys, "certify", "--agent", "Hopper-v5/sappo/seed0", "--eps",
+                           "0.075", "--method", method, "--states", "200", "--json")
+        payload = json.loads(out)
+        assert code == 0 and payload["states"] == 200 and 0 <= payload["certified_fraction"] <= 1
+        means[method] = payload["certified_tv"]
+    assert means["alpha-crown"] <= means["crown"] < 0.5 < means["local"]
+    assert payload["action_deviation"] <= payload["action_deviation_max"]
+    code, out, _ = run(capsys, "certify", "--agent", "CartPole-v1/ppo/seed0", "--eps", "0.1",
+                       "--method", "crown", "--states", "100", "--json")
+    assert 0 < json.loads(out)["certified_action_fraction"] < 1
+
+
 def test_train_refuses_to_overwrite_and_resumes_only_what_exists(capsys, agent_file):
     before = agent_file.read_bytes()
     result = run(capsys, "train", "--env", "CartPole-v1", "--steps", "256", "--out",

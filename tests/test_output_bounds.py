@@ -122,7 +122,7 @@ def test_crown_and_alpha_crown_are_never_below_a_strong_pgd_search(seed, activat
 
 
 @PROPERTY
-@given(low=st.floats(-6, 6), width=st.floats(0, 8), activation=st.sampled_from(["tanh", "relu"]),
+@given(low=st.floats(-40, 6), width=st.floats(0, 50), activation=st.sampled_from(["tanh", "relu"]),
        share_low=st.floats(0, 1), share_up=st.floats(0, 1))
 def test_the_relaxation_lines_enclose_the_activation_for_any_free_parameter(
         low, width, activation, share_low, share_up):
