@@ -64,8 +64,8 @@ def output_bounds() -> None:
                          ("categorical 4->2 (CartPole)", CategoricalPolicy(4, 2))]:
         states = torch.randn(1000, policy.obs_dim)
         for norm in ("inf", "2"):
-            times = {method: best_of(lambda m=method: certified_tv(  # noqa: B023
-                policy, 0.075, norm, m, states), 5 if method != "alpha-crown" else 1)
+            times = {method: best_of(lambda m=method, p=policy, n=norm, s=states: certified_tv(
+                p, 0.075, n, m, s), 5 if method != "alpha-crown" else 1)
                 for method in ("ibp", "crown", "alpha-crown")}
             print(f"{name:30s} {norm:>4s} {1e3 * times['ibp']:8.1f} "
                   f"{1e3 * times['crown']:9.1f} {times['crown'] / times['ibp']:6.1f} "
