@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -254,7 +255,8 @@ def test_a_weak_learned_adversary_is_retried_once_with_a_new_seed_and_twice_the_
                  "provenance": [], "result": {"attacks": {"none": {"mean_return": 500.0},
                                                           "optimal": {"mean_return": 480.0}}}})
     todo = next(p for p in plan(grid, store) if p.job.id == control.id)
-    assert todo.status == "partial" and [u.label for u in todo.todo] == ["optimal:n=2000000:s=1"]
+    assert todo.status == "partial"  # the certificate unit, then the retry
+    assert [u.label for u in todo.todo] == ["crown", "optimal:n=2000000:s=1"]
 
 
 def _write(folder: Path, text: str) -> Path:
@@ -336,7 +338,9 @@ def staged_fake_job(config, attacks, checkpoint, cache_dir):
         log.write(f"{config.get('target_sparsity', '-')} {' '.join(labels)}\n")
     result = {"attacks": {label: {"returns": [values[label.split(":")[0]] - ("s=1" in label)],
                                   "mean_return": values[label.split(":")[0]] - ("s=1" in label)}
-                          for label in labels}}
+                          for label in labels if label != "crown"}}
+    if "crown" in labels:  # the certificate unit, recorded beside the attacks
+        result["crown"] = {"tv_mean": 0.5}
     return {"result": result, "phases": {}, "checkpoint": None}
 
 
@@ -692,3 +696,37 @@ def test_shipped_data_does_not_make_a_checkout_dirty(tmp_path):
     (tmp_path / "pruningrl/core.py").write_text("1\n")  # code
     assert checkout_commit(tmp_path) == clean + ".dirty"
     assert checkout_commit(tmp_path / "nowhere") is None
+
+
+def test_every_job_gets_the_crown_certificate_unit_and_rows_carry_it(smoke_local, tmp_path):
+    from pruningrl.experiments.results import CROWN_COLUMNS, rows
+
+    records = [r for r in RecordStore(smoke_local).records() if r["config"]["kind"] == "prune"]
+    for record in records:
+        crown, eps = record["result"]["crown"], record["config"]["eps"]
+        sweep = crown["eps_sweep"]
+        assert len(sweep["eps"]) == 8 and sweep["eps"][0] == pytest.approx(0.001)
+        assert sweep["eps"][-1] == pytest.approx(2 * eps)
+        assert all(0.0 <= tv <= 1.0 for tv in sweep["tv_mean"])
+        for criterion in ("radius_tv", "radius_action"):  # CartPole: both radii
+            radius = crown[criterion]
+            assert 0.0 <= radius["q25"] <= radius["median"] <= radius["q75"] <= 2 * eps
+        assert 0.0 <= crown["certified_action_fraction"] <= 1.0
+        assert crown["states"] == record["config"]["local_states"]
+        assert "crown" in record["provenance"][-1]["units"]
+    table = rows(records)
+    assert all(r["crown_tv"] is not None for r in table)
+    assert set(CROWN_COLUMNS) <= set(table[0])
+    # a record made before the unit existed gets the unit alone, its other numbers kept
+    out = tmp_path / "before"
+    shutil.copytree(smoke_local, out)
+    store = RecordStore(out)
+    record = next(r for r in store.records() if r["config"]["kind"] == "prune")
+    crown = record["result"].pop("crown")
+    store.write(record)
+    planned = {p.job.id: p for p in plan(SMOKE, store)}
+    assert [u.label for u in planned[record["id"]].todo] == ["crown"]
+    run_sweep(SMOKE, out, "local", jobs=1, progress=False)
+    again = store.read(record["id"])
+    assert again["result"]["crown"] == crown  # same checkpoint, same states: same bits
+    assert again["result"]["attacks"] == record["result"]["attacks"]

@@ -37,6 +37,12 @@ POLICY_ADVERSARIES = ("optimal", "paad")
 SARSA_ATTACKS = ("rs", "rs+mad")
 #: the certified radius is the largest eps whose global certified TV stays <= this
 RADIUS_TV = 0.5
+#: the certificate unit: output-bound certificates of the job's agent, run like an attack on
+#: its saved checkpoint and recorded under ``result["crown"]``
+CERTIFICATES = "crown"
+#: the eps sweep of the certificate unit: this many radii, geometric from EPS_SWEEP_LOW to
+#: twice the job's eps
+EPS_SWEEP_POINTS, EPS_SWEEP_LOW = 8, 0.001
 
 
 @dataclass(frozen=True)
@@ -99,7 +105,7 @@ def expand(grid: Grid) -> list[Job]:
         jobs[job.id] = job
 
     for part in grid.parts:
-        units = _attack_units(part)
+        units = (*_attack_units(part), AttackUnit(CERTIFICATES))
         for env in part.envs:
             add({"kind": "random_policy", "env_id": env, "episodes": part.episodes},
                 (AttackUnit("none"),))
@@ -237,7 +243,10 @@ def _run_prune(config: dict, units: list[AttackUnit], checkpoint: bytes | None,
         result.update(_certificates(agent, config, phases))
     victim = base_path if config["finetune_steps"] == 0 and config["target_sparsity"] == 0 \
         else path
-    result["attacks"] = {u.label: _evaluate(agent, config, u, victim, phases) for u in units}
+    result["attacks"] = {u.label: _evaluate(agent, config, u, victim, phases) for u in units
+                         if u.name != CERTIFICATES}
+    if any(u.name == CERTIFICATES for u in units):
+        result[CERTIFICATES] = crown_certificates(agent, config, phases)
     return {"result": result, "phases": phases,
             "checkpoint": path.read_bytes() if path.is_file() else None}
 
@@ -328,6 +337,64 @@ def _certificates(agent, config: dict, phases: dict) -> dict:
     }
     phases["certify"] = round(time.perf_counter() - start, 3)
     return out
+
+
+def crown_certificates(agent, config: dict, phases: dict | None = None) -> dict:
+    """The certificate unit: CROWN certificates of the job's agent on the visited states of
+    its local certificate (``local_states`` steps of reset seed 0 on).
+
+    Recorded: at the job's eps, the mean CROWN TV and the fraction of states at TV <= 1/2,
+    the mean action's certified deviation (Gaussian) or the fraction of states whose most
+    likely action is certified (categorical), and the log-std that every Gaussian TV
+    certificate divides by; an eps sweep of the same (``EPS_SWEEP_POINTS`` radii); the
+    per-state certified radius (TV <= 1/2, and the certified action for a categorical) by
+    bisection on [0, 2 eps], as median and quartiles (a state certified at 2 eps counts 2 eps).
+    """
+    import numpy as np
+    import torch
+
+    from pruningrl.bounds import (
+        certified_action,
+        certified_action_deviation,
+        certified_radii,
+        certified_tv,
+    )
+    from pruningrl.evaluation import visited_states
+
+    start = time.perf_counter()
+    policy, eps, norm = agent.policy, config["eps"], config["norm"]
+    states = visited_states(agent, config["local_states"], seed=0).to(torch.float64)
+    radii = np.geomspace(EPS_SWEEP_LOW, 2 * eps, EPS_SWEEP_POINTS).tolist()
+
+    def at(radius: float) -> dict:
+        tv = certified_tv(policy, radius, norm, "crown", states)
+        out = {"tv_mean": float(tv.mean()), "certified_fraction": float((tv <= RADIUS_TV)
+                                                                         .double().mean())}
+        if agent.discrete:
+            action = certified_action(policy, radius, norm, states, "crown")
+            out["certified_action_fraction"] = float(action.double().mean())
+        else:
+            deviation = certified_action_deviation(policy, radius, norm, states, "crown")
+            out["action_deviation"] = float(deviation.mean())
+        return out
+
+    sweep = [at(r) for r in radii]
+    record = {"method": "crown", "eps": eps, "norm": norm, "states": int(states.shape[0]),
+              **at(eps), "eps_sweep": {"eps": radii, **{key: [point[key] for point in sweep]
+                                                         for key in sweep[0]}}}
+    criteria = ("tv", "action") if agent.discrete else ("tv",)
+    for criterion in criteria:
+        radius = certified_radii(policy, states, norm, "crown", criterion, eps_max=2 * eps,
+                                 iterations=12).numpy()
+        record[f"radius_{criterion}"] = {"median": float(np.median(radius)),
+                                         "q25": float(np.quantile(radius, 0.25)),
+                                         "q75": float(np.quantile(radius, 0.75)),
+                                         "eps_max": 2 * eps}
+    if not agent.discrete:
+        record["log_std"] = [float(x) for x in agent.policy.log_std.detach()]
+    if phases is not None:
+        phases[f"certify:{CERTIFICATES}"] = round(time.perf_counter() - start, 3)
+    return record
 
 
 def certified_radius(policy, norm: str = "inf", tv: float = RADIUS_TV) -> float | None:

@@ -77,11 +77,33 @@ def rows(records: list[dict]) -> list[dict]:
                 "discrete": result["discrete"],
                 "base_clean_return": (float(np.mean(result["base_clean"]["returns"]))
                                       if "base_clean" in result and name == "none" else None),
+                **crown_columns(result.get("crown")),
                 "code_version": _code_version(record, label),
             })
     out.sort(key=lambda r: (r["env_id"], r["variant"], r["method"], r["scope"] or "",
                             r["target_sparsity"], r["seed"], r["attack_label"]))
     return out
+
+
+#: the columns a row takes from a record's certificate unit (None before it ran)
+CROWN_COLUMNS = ("crown_tv", "crown_certified_fraction", "crown_action_deviation",
+                 "crown_certified_action_fraction", "crown_radius_median", "crown_radius_q25",
+                 "crown_radius_q75", "log_std_mean")
+
+
+def crown_columns(crown: dict | None) -> dict:
+    """A row's CROWN certificates at the job's eps: mean TV, fraction at TV <= 1/2, the
+    deterministic policy's certificate, the per-state radius quartiles, the mean log-std."""
+    if not crown:
+        return dict.fromkeys(CROWN_COLUMNS)
+    radius = crown["radius_tv"]
+    log_std = crown.get("log_std")
+    return {"crown_tv": crown["tv_mean"], "crown_certified_fraction": crown["certified_fraction"],
+            "crown_action_deviation": crown.get("action_deviation"),
+            "crown_certified_action_fraction": crown.get("certified_action_fraction"),
+            "crown_radius_median": radius["median"], "crown_radius_q25": radius["q25"],
+            "crown_radius_q75": radius["q75"],
+            "log_std_mean": float(np.mean(log_std)) if log_std else None}
 
 
 def _code_version(record: dict, label: str) -> str | None:

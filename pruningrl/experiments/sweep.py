@@ -20,6 +20,7 @@ from pruningrl.attack_suite import AttackBudget
 from pruningrl.experiments.executors import run_tasks
 from pruningrl.experiments.grid import Grid
 from pruningrl.experiments.jobs import (
+    CERTIFICATES,
     POLICY_ADVERSARIES,
     SARSA_ATTACKS,
     AttackUnit,
@@ -81,7 +82,8 @@ def plan(grid: Grid, store: RecordStore, retry_failed: bool = False,
                                       record))
         else:
             have = record["result"].get("attacks", {})
-            todo = [u for u in (*job.attacks, *retries(job, have)) if u.label not in have]
+            measured = {*have, *([CERTIFICATES] if CERTIFICATES in record["result"] else [])}
+            todo = [u for u in (*job.attacks, *retries(job, have)) if u.label not in measured]
             planned.append(PlannedJob(job, todo, "partial" if todo else "cached", record))
     return planned
 
@@ -208,7 +210,8 @@ def _merge(old: dict | None, job: Job, ok: bool, value, executor: str) -> dict:
         record.update(status="failed", error=value, result={}, phases={})
         return record
     run_info["numeric_path"] = value.get("numeric_path", run_info["numeric_path"])
-    run_info["units"] = sorted(value["result"].get("attacks", {}))
+    run_info["units"] = sorted([*value["result"].get("attacks", {}),
+                                *([CERTIFICATES] if CERTIFICATES in value["result"] else [])])
     result = dict(base["result"]) if base else {}
     attacks = dict(result.get("attacks", {}))
     attacks.update(value["result"].pop("attacks", {}))
@@ -261,6 +264,9 @@ def estimate(planned: list[PlannedJob], stores: list[RecordStore]) -> dict:
             if config["target_sparsity"] == 0.0:
                 keys.append(("evaluate:none", config["episodes"]))
         for unit in p.todo:
+            if unit.name == CERTIFICATES:
+                keys.append((f"certify:{CERTIFICATES}", 1.0))
+                continue
             keys.append((f"evaluate:{unit.name}", config["episodes"]))
             if unit.name in (*SARSA_ATTACKS, *POLICY_ADVERSARIES):
                 keys.append((f"attacker:{unit.name}", 1.0))
