@@ -9,7 +9,7 @@
     certify   --agent A --eps E [--norm inf|2] [--method global|local|ibp|crown|alpha-crown]
     convert   FILE --env ENV [--vecnormalize F | --kind K [--log-std X] [--activation A]]
               --out PATH                             a reader's agent as a checkpoint
-    sweep     GRID [--out DIR] [--jobs N] [--executor local|ray] [--address A] [--dry-run]
+    sweep     GRID [--out DIR] [--jobs N] [--executor local|ray] [--address A] [--dry-run] [--only UNIT ...]
               [--retry-failed] [--json]             a grid of pruned agents, resumable
     results   DIR_OR_GRID [--json]                  a sweep's rows and sweet spots
 
@@ -218,6 +218,8 @@ def _add_sweep_commands(sub) -> None:
     sweep.add_argument("--dry-run", action="store_true",
                        help="list the jobs and an estimated cost; run nothing")
     sweep.add_argument("--retry-failed", action="store_true", help="run failed jobs again")
+    sweep.add_argument("--only", nargs="+", default=None, metavar="UNIT",
+                       help="run only these units (attack names, or crown: the certificates)")
     sweep.add_argument("--no-progress", action="store_true")
     sweep.add_argument("--json", action="store_true")
     results = sub.add_parser("results", help="a sweep's results table and sweet spots")
@@ -596,13 +598,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UsageError(f"{out} is a file; --out names a results folder")
     if args.address is not None and args.executor != "ray":
         raise UsageError("--address names a Ray cluster: use it with --executor ray")
+    only = tuple(args.only) if args.only else None
     if args.dry_run:
-        planned = plan(grid, RecordStore(out), args.retry_failed)
+        planned = plan(grid, RecordStore(out), args.retry_failed, only=only)
         cost = estimate(planned, [RecordStore(out), *map(RecordStore, sorted(
             p for p in SHIPPED_RESULTS.glob("*") if p.is_dir()))])
         return _emit_plan(grid.name, out, planned, cost, args.json)
     summary = run_sweep(grid, out, args.executor, args.jobs, args.address, args.retry_failed,
-                        progress=not args.no_progress)
+                        progress=not args.no_progress, only=only)
     payload = summary.to_dict()
     lines = [f"sweep {grid.name}: {summary.jobs_total} jobs, {summary.jobs_run} run, "
              f"{summary.jobs_cached} cached, {summary.jobs_failed} failed, "

@@ -69,9 +69,26 @@ class SweepSummary:
 
 
 def plan(grid: Grid, store: RecordStore, retry_failed: bool = False,
-         jobs: list[Job] | None = None) -> list[PlannedJob]:
+         jobs: list[Job] | None = None, only: tuple[str, ...] | None = None
+         ) -> list[PlannedJob]:
     """What each job of the grid still needs, from the records in ``store`` (``jobs``: the
-    grid's jobs if already expanded)."""
+    grid's jobs if already expanded; ``only``: just the units of these names, for example the
+    certificate unit over a finished grid)."""
+    planned = _plan(grid, store, retry_failed, jobs)
+    if only is None:
+        return planned
+    unknown = set(only) - {u.name for p in planned for u in p.job.attacks} - {CERTIFICATES}
+    if unknown:
+        raise ValueError(f"--only names units this grid does not have: {sorted(unknown)}")
+    for p in planned:
+        p.todo = [u for u in p.todo if u.name in only]
+        if p.status == "partial" and not p.todo:
+            p.status = "cached"
+    return planned
+
+
+def _plan(grid: Grid, store: RecordStore, retry_failed: bool, jobs: list[Job] | None
+          ) -> list[PlannedJob]:
     planned = []
     for job in expand(grid) if jobs is None else jobs:
         record = store.read(job.id)
@@ -129,6 +146,7 @@ def run_sweep(
     retry_failed: bool = False,
     progress: bool = True,
     job_function: JobFunction = run_job,
+    only: tuple[str, ...] | None = None,
 ) -> SweepSummary:
     """Run every job of ``grid`` that is not done yet; records go to ``out/records``.
 
@@ -144,7 +162,7 @@ def run_sweep(
                          "torch computation)")
     start = time.perf_counter()
     store = RecordStore(out)
-    planned = plan(grid, store, retry_failed)
+    planned = plan(grid, store, retry_failed, only=only)
     grid_jobs = [p.job for p in planned]  # the stages below re-plan these, not a new expansion
     summary = SweepSummary(grid.name, str(out), len(planned))
     summary.jobs_cached = sum(p.status == "cached" for p in planned)
@@ -153,7 +171,7 @@ def run_sweep(
     for stage in STAGES:
         for attempt in range(2 if stage == "learned" else 1):
             if stage != STAGES[0] or attempt:
-                planned = plan(grid, store, jobs=grid_jobs)  # what the records still lack
+                planned = plan(grid, store, jobs=grid_jobs, only=only)  # what is still lacking
             work = [(p, [u for u in p.todo if stage_of(u) == stage]) for p in planned]
             _run_stage([w for w in work if w[1]], store, summary, executor, jobs, address,
                        job_function, bar)
