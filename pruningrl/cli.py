@@ -10,7 +10,7 @@
     convert   FILE --env ENV [--vecnormalize F | --kind K [--log-std X] [--activation A]]
               --out PATH                             a reader's agent as a checkpoint
     sweep     GRID [--out DIR] [--jobs N] [--executor local|ray] [--address A] [--dry-run]
-              [--only UNIT ...] [--retry-failed] [--json]             a grid of pruned agents, resumable
+              [--only UNIT ...] [--retry-failed] [--json]  a grid of pruned agents, resumable
     results   DIR_OR_GRID [--json]                  a sweep's rows and sweet spots
 
 An agent is a shipped id ``ENV/VARIANT/seedK`` or an agent file: a ``pruningrl`` checkpoint, a
