@@ -56,6 +56,8 @@ def main() -> int:
     for record in picked:
         config = record["config"]
         units = [attack_unit(label) for label in record["result"]["attacks"]]
+        if "crown" in record["result"]:  # the certificate unit
+            units.append(attack_unit("crown"))
         print(f"{record['id']}: {config['agent']}, {config['method']} ({config['scope']}) at "
               f"{config['target_sparsity']}, attacks {', '.join(record['result']['attacks'])}",
               flush=True)

@@ -12,8 +12,8 @@ Which comparison is fair depends on the numeric path (``pruningrl.numerics``) of
   |mean(new) - mean(recorded)| <= 3 sd(recorded) / sqrt(n). The certificates that depend on
   the weights alone (global bound, Lipschitz products, radius, sparsity) must agree to 1e-6
   relative, where the weights do not themselves come from a rollout (no fine-tuning). The
-  local certificate averages over states visited by a rollout, and a fine-tuned agent's
-  weights come from rollouts: those are reported, not judged.
+  local and CROWN certificates average over states visited by a rollout, and a fine-tuned
+  agent's weights come from rollouts: those are reported, not judged.
 """
 
 from __future__ import annotations
@@ -48,16 +48,19 @@ class Agreement:
         return not self.differences
 
 
-def recorded_numeric_path(record: dict) -> dict:
-    """The numeric path of the run that last computed ``record`` (UNRECORDED before it was)."""
-    runs = record.get("provenance") or []
-    return (runs[-1].get("numeric_path") if runs else None) or UNRECORDED
+def numeric_paths(record: dict) -> list[dict]:
+    """The numeric path of each run that computed part of ``record``, in order (UNRECORDED for
+    runs made before it was recorded). The first made the agent and its certificates; later
+    ones added units (attacks, the certificate unit)."""
+    runs = record.get("provenance") or [{}]
+    return [run.get("numeric_path") or UNRECORDED for run in runs]
 
 
 def compare(record: dict, again: dict, current: dict | None = None) -> Agreement:
-    """Compare ``again`` (a job's new result) with ``record``'s, exactly or statistically."""
+    """Compare ``again`` (a job's new result) with ``record``'s: exactly when every run that
+    made the record computed on this process's path, statistically otherwise."""
     current = numeric_path() if current is None else current
-    if same_path(recorded_numeric_path(record), current):
+    if all(same_path(path, current) for path in numeric_paths(record)):
         return Agreement(EXACT, exact_differences(record["result"], again))
     agreement = Agreement(STATISTICAL)
     recorded = record["result"]
