@@ -105,6 +105,8 @@ def test_committed_grid_comes_from_this_code(hopper):
     for mine, theirs in zip(sweep.prune_index, shipped["prune_index"], strict=True):
         assert mine.ravel().tolist() == theirs
     assert shipped["local_tv"] == pytest.approx(sweep.local_tv, rel=1e-3, abs=1e-6)
+    assert shipped["crown_tv"] == pytest.approx(sweep.crown_tv, rel=1e-3, abs=1e-6)
+    assert all(0.0 <= tv <= 1.0 for tv in sweep.crown_tv)
 
 
 def test_the_returns_panel_takes_the_dense_control_of_its_own_budget(monkeypatch):

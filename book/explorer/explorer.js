@@ -15,6 +15,7 @@
   const slider = $("pe-sparsity"), readout = $("pe-readout");
   const BOUNDS = [["global_bound", "global certificate (monotone)", "#1f77b4"],
                   ["local_bound", "local bound, mean over visited states", "#2ca02c"],
+                  ["crown_bound", "CROWN, mean over visited states", "#ff7f0e"],
                   ["spectral_bound", "spectral product (not monotone)", "#d62728"]];
   const CONFIG = {displayModeBar: false, responsive: true};
   const fmt = (x, d) => (x === null || x === undefined ? "n/a" : Number(x).toPrecision(d || 4));
@@ -137,8 +138,8 @@
       "certified radius: " + (radius === null ? "none, the policy is constant"
         : fmt(radius) + " (largest eps with certified TV \u2264 0.5)"),
       "certified TV at eps = " + state.agent.eps + ": " + fmt(series.global_tv[i]) +
-        " (global), " + fmt(series.local_tv[i]) + " (local, mean over " +
-        GRID.provenance.local_states + " visited states)",
+        " (global), " + fmt(series.local_tv[i]) + " (local) and " + fmt(series.crown_tv[i]) +
+        " (CROWN), means over " + GRID.provenance.local_states + " visited states",
       "output layer: " + (series.output_alive[i]
         ? "alive (" + (100 * (1 - series.layer_sparsity[i].at(-1))).toFixed(1) + "% kept)"
         : "<b>fully pruned: a constant policy, not a robust one</b>"),

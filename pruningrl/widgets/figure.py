@@ -24,6 +24,7 @@ from pruningrl.widgets.returns import ReturnSeries  # noqa: E402
 
 BOUNDS = (("global_bound", "global certificate (monotone)", "C0"),
           ("local_bound", "local bound, mean over visited states", "C2"),
+          ("crown_bound", "CROWN, mean over visited states", "C1"),
           ("spectral_bound", "spectral product (not monotone)", "C3"))
 STATISTIC = {"gaussian": "Delta", "categorical": "osc"}
 

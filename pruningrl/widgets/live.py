@@ -46,7 +46,8 @@ def readout(sweep: Sweep, i: int) -> str:
         "certified radius: " + ("none, the policy is constant" if radius is None
                                 else f"{radius:.4g} (largest eps with certified TV &le; 0.5)"),
         f"certified TV at eps = {sweep.eps:g}: {sweep.global_tv[i]:.4f} (global), "
-        f"{sweep.local_tv[i]:.4f} (local, mean over {LOCAL_STATES} visited states)",
+        f"{sweep.local_tv[i]:.4f} (local) and {sweep.crown_tv[i]:.4f} (CROWN), means over "
+        f"{LOCAL_STATES} visited states",
         "output layer: " + (f"alive ({1 - sweep.layer_sparsity[i][-1]:.1%} of it kept)" if alive
                             else "<b>fully pruned: a constant policy, not a robust one</b>"),
     ]

@@ -17,6 +17,7 @@ import torch
 
 from pruningrl.agent import Agent, clone_policy
 from pruningrl.bounds import (
+    certified_statistic,
     certified_tv,
     is_constant,
     lipschitz_abs_product,
@@ -73,9 +74,11 @@ class Sweep:
     # eps-ball: eps times a Lipschitz bound; the local one is a mean over visited states
     global_bound: list[float] = field(default_factory=list)
     local_bound: list[float] = field(default_factory=list)
+    crown_bound: list[float] = field(default_factory=list)   # from CROWN's output box
     spectral_bound: list[float] = field(default_factory=list)
     global_tv: list[float] = field(default_factory=list)     # the certified TV at eps
     local_tv: list[float] = field(default_factory=list)      # its local mean over the states
+    crown_tv: list[float] = field(default_factory=list)      # CROWN's mean over the states
     radius: list[float | None] = field(default_factory=list)
     constant: list[bool] = field(default_factory=list)
 
@@ -130,8 +133,8 @@ def sweep_sparsity(
         points.append(_certify(policy, eps, norm, states))
     sweep = Sweep(agent_id or agent.env_id, method, scope, eps, norm, list(sparsities), weights,
                   _prune_index(masks))
-    for name in ("sparsity", "layer_sparsity", "global_bound", "local_bound", "spectral_bound",
-                 "global_tv", "local_tv", "radius", "constant"):
+    for name in ("sparsity", "layer_sparsity", "global_bound", "local_bound", "crown_bound",
+                 "spectral_bound", "global_tv", "local_tv", "crown_tv", "radius", "constant"):
         setattr(sweep, name, [point[name] for point in points])
     return sweep
 
@@ -140,16 +143,21 @@ def _certify(policy: torch.nn.Module, eps: float, norm: str,
              states: torch.Tensor | None) -> dict:
     """Sparsity, certificates and bounds of one pruned policy."""
     view = mlp_view(policy)
-    local_bound = local_tv = math.nan
+    local_bound = local_tv = crown_bound = crown_tv = math.nan
     if states is not None:
         with torch.no_grad():
             local = eps * local_lipschitz(view, states, eps, norm)
         local_bound = float(local.mean())
         local_tv = float(tv_from_statistic(local, view.kind).mean())
+        crown = certified_statistic(view, states, eps, norm, "crown")
+        crown_bound = float(crown.mean())
+        crown_tv = float(tv_from_statistic(crown, view.kind).mean())
     return {
         "sparsity": sparsity(policy), "layer_sparsity": layer_sparsity(policy),
         "global_bound": eps * lipschitz_abs_product(view, norm), "local_bound": local_bound,
+        "crown_bound": crown_bound,
         "spectral_bound": eps * lipschitz_spectral_product(view, norm),
         "global_tv": float(certified_tv(view, eps, norm)), "local_tv": local_tv,
+        "crown_tv": crown_tv,
         "radius": certified_radius(view, norm), "constant": is_constant(view),
     }

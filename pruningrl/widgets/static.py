@@ -41,8 +41,8 @@ def _series(sweep: Sweep) -> dict:
         "sparsity": [_num(x) for x in sweep.sparsity],
         "layer_sparsity": [[_num(x, 4) for x in row] for row in sweep.layer_sparsity],
         **{name: [_num(x) for x in getattr(sweep, name)]
-           for name in ("global_bound", "local_bound", "spectral_bound", "global_tv",
-                        "local_tv", "radius")},
+           for name in ("global_bound", "local_bound", "crown_bound", "spectral_bound",
+                        "global_tv", "local_tv", "crown_tv", "radius")},
         "output_alive": [sweep.output_alive(i) for i in range(len(sweep.sparsities))],
         "constant": list(sweep.constant),
     }
