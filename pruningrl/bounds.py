@@ -722,6 +722,49 @@ def regret_decomposition(
     )
 
 
+@dataclass(frozen=True)
+class StateCertificates:
+    """What one output box certifies at each state: the stochastic policy's TV, and the
+    deterministic policy's certificate (the mean action's deviation bound for a Gaussian,
+    whether the most likely action is certified for a categorical)."""
+
+    tv: torch.Tensor
+    action_deviation: torch.Tensor | None = None
+    certified_action: torch.Tensor | None = None
+
+
+def certify_states(
+    policy: nn.Module | MLPView, eps: float | torch.Tensor, norm: str | float = "inf",
+    states: torch.Tensor | None = None, method: str = "crown",
+) -> StateCertificates:
+    """``certified_tv`` and the deterministic certificate from one output box per state (the
+    outputs' box for a Gaussian, every logit difference's box for a categorical: its lower
+    bounds of z_a - z_j decide the certified action)."""
+    view, p = mlp_view(policy), parse_norm(norm)
+    if states is None:
+        raise ValueError("per-state certificates need states")
+    x = _as_states(states, view.in_dim)
+    centre = _outputs(view, x)
+    if view.kind == "gaussian":
+        lower, upper = output_box(_network(view), x, eps, p, method)
+        deviation = torch.maximum(upper - centre, centre - lower).clamp(min=0.0)
+        tv = gaussian_tv((view.scale * deviation).norm(dim=-1))
+        return StateCertificates(tv, action_deviation=deviation.amax(-1))
+    if view.kind != "categorical":
+        raise ValueError("certificates need a GaussianPolicy or a CategoricalPolicy")
+    n = centre.shape[1]
+    if n < 2:  # one action: nothing can change
+        ones = torch.ones(x.shape[0], dtype=torch.bool)
+        return StateCertificates(torch.zeros(x.shape[0], dtype=torch.float64),
+                                 certified_action=ones)
+    spec = pairwise_spec(n)  # rows (i, j), i-major
+    lower, upper = output_box(_network(view), x, eps, p, method, spec)
+    osc = (upper - centre @ spec.T).amax(-1).clamp(min=0.0)
+    chosen = centre.argmax(-1)
+    margins = lower.view(x.shape[0], n, n - 1)[torch.arange(x.shape[0]), chosen]
+    return StateCertificates(softmax_tv_bound(osc), certified_action=margins.amin(-1) > 0)
+
+
 def certified_radii(
     policy: nn.Module | MLPView, states: torch.Tensor, norm: str | float = "inf",
     method: str = "crown", criterion: Literal["tv", "action"] = "tv", tv: float = 0.5,

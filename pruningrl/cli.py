@@ -610,6 +610,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     lines = [f"sweep {grid.name}: {summary.jobs_total} jobs, {summary.jobs_run} run, "
              f"{summary.jobs_cached} cached, {summary.jobs_failed} failed, "
              f"{summary.wall_time_s:.0f} s; records in {out}/records"]
+    if summary.jobs_without_agent:
+        lines.append(f"  {summary.jobs_without_agent} done job(s) kept no agent that this "
+                     "numeric path can remake: their new units were not run")
     lines += [f"  failed: {f['job']} [{f['id']}]: {f['error']}" for f in summary.failures]
     _emit(payload, args.json, lines)
     if summary.failures:
@@ -636,6 +639,10 @@ def _emit_plan(name: str, out: Path, planned: list, cost: dict, as_json: bool) -
                if cost["unknown_phases"] else "")
     lines.append(f"{todo} of {len(planned)} jobs to run; estimated {cost['estimated_s'] / 60:.1f} "
                  f"core-minutes from measured per-phase costs{unknown}")
+    without = sum(p.status == "no-agent" for p in planned)
+    if without:
+        lines.append(f"{without} done job(s) lack units but kept no agent, and this numeric path "
+                     "cannot remake it: their new units are not run")
     _emit(payload, as_json, lines)
     return 0
 

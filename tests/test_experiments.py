@@ -731,3 +731,29 @@ def test_every_job_gets_the_crown_certificate_unit_and_rows_carry_it(smoke_local
     again = store.read(record["id"])
     assert again["result"]["crown"] == crown  # same checkpoint, same states: same bits
     assert again["result"]["attacks"] == record["result"]["attacks"]
+
+
+def test_a_job_without_its_agent_gets_new_units_only_where_it_can_be_remade(smoke_local,
+                                                                           tmp_path):
+    """A record whose checkpoint is gone: on the numeric path that made it the agent can be
+    remade bit for bit, so new units run; from another path (here: unrecorded) they do not,
+    since a re-fine-tuned agent would be another agent."""
+    from pruningrl.experiments.sweep import UNREPLAYABLE
+
+    out = tmp_path / "copy"
+    shutil.copytree(smoke_local, out)
+    store = RecordStore(out)
+    record = next(r for r in store.records() if r["config"].get("method") == "magnitude")
+    store.checkpoint_path(record["id"]).unlink()
+    del record["result"]["crown"]
+    store.write(record)
+    planned = {p.job.id: p for p in plan(SMOKE, store)}
+    assert [u.label for u in planned[record["id"]].todo] == ["crown"]  # same path: remade
+    for run in record["provenance"]:
+        run.pop("numeric_path")  # as the records made before the numeric path was recorded
+    store.write(record)
+    planned = {p.job.id: p for p in plan(SMOKE, store)}
+    assert planned[record["id"]].status == UNREPLAYABLE and planned[record["id"]].todo == []
+    summary = run_sweep(SMOKE, out, "local", jobs=1, progress=False)
+    assert summary.jobs_without_agent == 1
+    assert store.read(record["id"]) == record  # untouched

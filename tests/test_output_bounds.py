@@ -222,3 +222,21 @@ def test_per_state_eps_and_bad_input():
         bounds.certified_tv(policy, 0.1, "inf", "crown")
     with pytest.raises(ValueError, match="eps must be"):
         bounds.certified_tv(policy, -eps, "inf", "crown", states)
+
+
+@pytest.mark.parametrize("agent_id", ["Hopper-v5/sappo/seed0", "CartPole-v1/ppo/seed0",
+                                      "Acrobot-v1/ppo/seed0"])
+def test_one_box_gives_the_same_certificates_as_the_separate_calls(agent_id):
+    agent = load(agent_id)
+    states = visited_states(agent, 100, seed=0)
+    eps = 0.05 if not agent.discrete else 0.2
+    together = bounds.certify_states(agent.policy, eps, "inf", states)
+    torch.testing.assert_close(together.tv, bounds.certified_tv(agent.policy, eps, "inf",
+                                                                "crown", states))
+    if agent.discrete:
+        separate = bounds.certified_action(agent.policy, eps, "inf", states)
+        assert torch.equal(together.certified_action, separate)
+        assert 0 < int(separate.sum()) < len(separate)  # the check can tell them apart
+    else:
+        torch.testing.assert_close(together.action_deviation, bounds.certified_action_deviation(
+            agent.policy, eps, "inf", states))

@@ -353,12 +353,7 @@ def crown_certificates(agent, config: dict, phases: dict | None = None) -> dict:
     import numpy as np
     import torch
 
-    from pruningrl.bounds import (
-        certified_action,
-        certified_action_deviation,
-        certified_radii,
-        certified_tv,
-    )
+    from pruningrl.bounds import certified_radii, certify_states
     from pruningrl.evaluation import visited_states
 
     start = time.perf_counter()
@@ -367,15 +362,13 @@ def crown_certificates(agent, config: dict, phases: dict | None = None) -> dict:
     radii = np.geomspace(EPS_SWEEP_LOW, 2 * eps, EPS_SWEEP_POINTS).tolist()
 
     def at(radius: float) -> dict:
-        tv = certified_tv(policy, radius, norm, "crown", states)
-        out = {"tv_mean": float(tv.mean()), "certified_fraction": float((tv <= RADIUS_TV)
-                                                                         .double().mean())}
+        certified = certify_states(policy, radius, norm, states, "crown")
+        out = {"tv_mean": float(certified.tv.mean()),
+               "certified_fraction": float((certified.tv <= RADIUS_TV).double().mean())}
         if agent.discrete:
-            action = certified_action(policy, radius, norm, states, "crown")
-            out["certified_action_fraction"] = float(action.double().mean())
+            out["certified_action_fraction"] = float(certified.certified_action.double().mean())
         else:
-            deviation = certified_action_deviation(policy, radius, norm, states, "crown")
-            out["action_deviation"] = float(deviation.mean())
+            out["action_deviation"] = float(certified.action_deviation.mean())
         return out
 
     sweep = [at(r) for r in radii]

@@ -28,8 +28,9 @@ from pruningrl.experiments.jobs import (
     expand,
     run_job,
 )
+from pruningrl.experiments.replay import numeric_paths
 from pruningrl.experiments.store import RecordStore
-from pruningrl.numerics import MODE_VARIABLE, PORTABLE, numeric_mode
+from pruningrl.numerics import MODE_VARIABLE, PORTABLE, numeric_mode, numeric_path, same_path
 from pruningrl.reproducibility import provenance
 
 JobFunction = Callable[[dict, list, bytes | None, str | None], dict]
@@ -61,6 +62,7 @@ class SweepSummary:
     jobs_run: int = 0
     jobs_cached: int = 0
     jobs_failed: int = 0
+    jobs_without_agent: int = 0
     wall_time_s: float = 0.0
     failures: list[dict] = field(default_factory=list)
 
@@ -101,8 +103,27 @@ def _plan(grid: Grid, store: RecordStore, retry_failed: bool, jobs: list[Job] | 
             have = record["result"].get("attacks", {})
             measured = {*have, *([CERTIFICATES] if CERTIFICATES in record["result"] else [])}
             todo = [u for u in (*job.attacks, *retries(job, have)) if u.label not in measured]
+            if todo and not replayable(record, store):
+                planned.append(PlannedJob(job, [], UNREPLAYABLE, record))
+                continue
             planned.append(PlannedJob(job, todo, "partial" if todo else "cached", record))
     return planned
+
+
+#: the status of a done job that needs units but whose agent can be neither read nor remade
+UNREPLAYABLE = "no-agent"
+
+
+def replayable(record: dict, store: RecordStore) -> bool:
+    """Whether new units can run on the agent ``record`` measured: its checkpoint is saved, or
+    every run that made the record computed on this process's numeric path, so that pruning
+    and fine-tuning again remake the same agent bit for bit. Otherwise a re-made agent would
+    be another agent (another path's fine-tuning), and its numbers would not belong in this
+    record."""
+    if record["config"].get("kind") != "prune" or store.checkpoint_path(record["id"]).is_file():
+        return True
+    current = numeric_path()
+    return all(same_path(path, current) for path in numeric_paths(record))
 
 
 def retries(job: Job, measured: dict) -> list[AttackUnit]:
@@ -166,6 +187,7 @@ def run_sweep(
     grid_jobs = [p.job for p in planned]  # the stages below re-plan these, not a new expansion
     summary = SweepSummary(grid.name, str(out), len(planned))
     summary.jobs_cached = sum(p.status == "cached" for p in planned)
+    summary.jobs_without_agent = sum(p.status == UNREPLAYABLE for p in planned)
     bar = _bar(sum(len({stage_of(u) for u in p.todo}) for p in planned), grid.name, progress)
     ran: set[str] = set()
     for stage in STAGES:
