@@ -240,6 +240,9 @@ def _sweet_spot(members: list[dict], random_return: float | None,
                             for s in sparsities],
         "median_certified_radius": [radius[s] for s in sparsities],
         "median_local_tv": [_median_of(members, s, "local_tv") for s in sparsities],
+        **{f"median_{name}": [_median_of(members, s, name) for s in sparsities]
+           for name in ("crown_tv", "crown_action_deviation", "crown_radius_median",
+                        "log_std_mean")},
         "per_seed": {name: [[values[(s, seed)] for s in sparsities] for seed in seeds]
                      for name, values in (("clean", clean_n), ("attacked", attacked_n),
                                           ("score", score))},
@@ -497,15 +500,16 @@ def format_rows(table: list[dict]) -> list[str]:
     """The human form: an aligned table, one line per (job, attack)."""
     head = (f"{'task':15s} {'variant':7s} {'seed':>4s} {'method':9s} {'scope':6s} "
             f"{'sparsity':>8s} {'attack':14s} {'return':>9s} {'std':>8s} {'cert TV':>8s} "
-            f"{'radius':>8s} {'local TV':>8s}")
+            f"{'radius':>8s} {'local TV':>8s} {'CROWN TV':>8s}")
     lines = [head, "-" * len(head)]
     for r in table:
         radius = "inf" if r["certified_radius"] is None else f"{r['certified_radius']:.4f}"
+        crown = "-" if r.get("crown_tv") is None else f"{r['crown_tv']:.4f}"
         lines.append(
             f"{r['env_id']:15s} {r['variant']:7s} {r['seed']:>4d} {r['method']:9s} "
             f"{(r['scope'] or '-'):6s} {r['sparsity']:8.3f} {r['attack_label']:14s} "
             f"{r['mean_return']:9.1f} {r['std_return']:8.1f} {r['certified_tv']:8.4f} "
-            f"{radius:>8s} {r['local_tv']:8.4f}")
+            f"{radius:>8s} {r['local_tv']:8.4f} {crown:>8s}")
     return lines
 
 
