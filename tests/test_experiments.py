@@ -26,7 +26,7 @@ from pruningrl.experiments.jobs import AttackUnit, certified_radius
 from pruningrl.experiments.replay import compare, numeric_paths
 from pruningrl.experiments.results import SHIPPED_RESULTS, sweet_spots
 from pruningrl.experiments.sweep import plan, stage_of
-from pruningrl.numerics import UNRECORDED
+from pruningrl.numerics import UNRECORDED, numeric_path
 from pruningrl.zoo import agent_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -252,8 +252,9 @@ def test_a_weak_learned_adversary_is_retried_once_with_a_new_seed_and_twice_the_
     store = RecordStore(tmp_path / "out")
     control = next(j for j in expand(grid) if j.settings.get("method") == "dense")
     store.write({"id": control.id, "config": control.settings, "status": "done", "phases": {},
-                 "provenance": [], "result": {"attacks": {"none": {"mean_return": 500.0},
-                                                          "optimal": {"mean_return": 480.0}}}})
+                 "provenance": [{"numeric_path": numeric_path()}],  # remade here if need be
+                 "result": {"attacks": {"none": {"mean_return": 500.0},
+                                        "optimal": {"mean_return": 480.0}}}})
     todo = next(p for p in plan(grid, store) if p.job.id == control.id)
     assert todo.status == "partial"  # the certificate unit, then the retry
     assert [u.label for u in todo.todo] == ["crown", "optimal:n=2000000:s=1"]
