@@ -234,8 +234,10 @@ def worker_environment() -> dict[str, str]:
 def apply_on_import() -> None:
     """What ``import pruningrl`` does: the portable mode, unless ``PRUNINGRL_NUMERICS=native``."""
     wanted = os.environ.get(MODE_VARIABLE, PORTABLE).strip().lower()
-    if wanted not in (PORTABLE, NATIVE):
-        raise ValueError(f"{MODE_VARIABLE} must be 'portable' or 'native', got {wanted!r}")
+    if wanted not in (PORTABLE, NATIVE):  # a typo must not break every import: say so, go on
+        warnings.warn(f"{MODE_VARIABLE} must be 'portable' or 'native', got {wanted!r}; "
+                      "using the portable numeric mode", PortabilityWarning, stacklevel=3)
+        wanted = PORTABLE
     if wanted == PORTABLE:
         enable_portable_mode()
 
