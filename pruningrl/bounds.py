@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from pruningrl.output_bounds import METHODS as OUTPUT_METHODS
-from pruningrl.output_bounds import Network, output_box
+from pruningrl.output_bounds import Network, activate, output_box
 from pruningrl.policies import CategoricalPolicy, GaussianPolicy, effective_weight
 
 Kind = Literal["gaussian", "categorical", "raw"]
@@ -373,14 +373,6 @@ def _as_states(states: torch.Tensor, in_dim: int) -> torch.Tensor:
     return states.to(torch.float64)
 
 
-def _activate(x: torch.Tensor, activation: str | None) -> torch.Tensor:
-    if activation == "tanh":
-        return torch.tanh(x)
-    if activation == "relu":
-        return torch.relu(x)
-    return x
-
-
 def max_slope(lower: torch.Tensor, upper: torch.Tensor, activation: str | None) -> torch.Tensor:
     """The largest derivative of the activation on [lower, upper], elementwise.
 
@@ -412,8 +404,8 @@ def interval_bounds(
     for weight, bias in zip(view.weights[1:], view.biases[1:], strict=True):
         lower, upper = centre - radius, centre + radius
         intervals.append((lower, upper))
-        post_lower = _activate(lower, view.activation)
-        post_upper = _activate(upper, view.activation)
+        post_lower = activate(lower, view.activation)
+        post_upper = activate(upper, view.activation)
         post_centre, post_radius = (post_upper + post_lower) / 2, (post_upper - post_lower) / 2
         centre = post_centre @ weight.T + bias
         radius = post_radius @ weight.abs().T
@@ -585,7 +577,7 @@ def _network(view: MLPView) -> Network:
 def _outputs(view: MLPView, x: torch.Tensor) -> torch.Tensor:
     """z(x) of the view, float64."""
     for weight, bias in zip(view.weights[:-1], view.biases[:-1], strict=True):
-        x = _activate(x @ weight.T + bias, view.activation)
+        x = activate(x @ weight.T + bias, view.activation)
     return x @ view.weights[-1].T + view.biases[-1]
 
 

@@ -66,6 +66,7 @@ class PortabilityWarning(UserWarning):
     """The portable numeric mode is not in force: numbers hold on this CPU path only."""
 
 
+@lru_cache(maxsize=1)
 def _mkl_service() -> ctypes.CDLL | None:
     """PyTorch's MKL (linked into libtorch_cpu), or None where this build has none."""
     import torch
@@ -86,6 +87,13 @@ def _mkl_service() -> ctypes.CDLL | None:
 def openblas_core() -> str | None:
     """The core whose kernels NumPy's OpenBLAS uses ("Nehalem", "Haswell", ...); None when
     NumPy's BLAS is not an OpenBLAS this can ask."""
+    function = _openblas_corename()
+    return None if function is None else function().decode()
+
+
+@lru_cache(maxsize=1)
+def _openblas_corename():
+    """OpenBLAS's corename function in NumPy's bundled library, or None."""
     import numpy as np
 
     folder = Path(np.__file__).resolve().parent.parent / "numpy.libs"
@@ -99,7 +107,7 @@ def openblas_core() -> str | None:
             function = getattr(library, name, None)
             if function is not None:
                 function.restype = ctypes.c_char_p
-                return function().decode()
+                return function
     return None
 
 

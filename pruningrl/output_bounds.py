@@ -72,7 +72,8 @@ def _radius(eps: float | torch.Tensor, batch: int) -> torch.Tensor:
     return eps.view(batch, 1, 1)
 
 
-def _activate(x: torch.Tensor, activation: str | None) -> torch.Tensor:
+def activate(x: torch.Tensor, activation: str | None) -> torch.Tensor:
+    """The activation ("tanh", "relu", or None: the identity), elementwise."""
     if activation == "tanh":
         return torch.tanh(x)
     if activation == "relu":
@@ -94,7 +95,7 @@ def ibp(net: Network, states: torch.Tensor, eps: float | torch.Tensor, p: float,
     weights, biases = list(net.weights[1:]), list(net.biases[1:])
     for index, (weight, bias) in enumerate(zip(weights, biases, strict=True)):
         hidden.append((centre - half, centre + half))
-        low, high = (_activate(x, net.activation) for x in hidden[-1])
+        low, high = (activate(x, net.activation) for x in hidden[-1])
         centre, half = (high + low) / 2, (high - low) / 2
         if spec is not None and index == len(weights) - 1:
             weight, bias = spec @ weight, spec @ bias
