@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from pruningrl.output_bounds import METHODS as OUTPUT_METHODS
-from pruningrl.output_bounds import Network, activate, output_box
+from pruningrl.output_bounds import Network, activate, ibp, output_box
 from pruningrl.policies import CategoricalPolicy, GaussianPolicy, effective_weight
 
 Kind = Literal["gaussian", "categorical", "raw"]
@@ -396,19 +396,7 @@ def interval_bounds(
     shape (batch, width) per hidden layer.
     """
     view, p, eps = mlp_view(module), parse_norm(norm), _check_eps(eps)
-    x = _as_states(states, view.in_dim)
-    w1 = view.weights[0]
-    centre = x @ w1.T + view.biases[0]
-    radius = eps * _vector_norm(w1, dual_exponent(p)).expand_as(centre)
-    intervals = []
-    for weight, bias in zip(view.weights[1:], view.biases[1:], strict=True):
-        lower, upper = centre - radius, centre + radius
-        intervals.append((lower, upper))
-        post_lower = activate(lower, view.activation)
-        post_upper = activate(upper, view.activation)
-        post_centre, post_radius = (post_upper + post_lower) / 2, (post_upper - post_lower) / 2
-        centre = post_centre @ weight.T + bias
-        radius = post_radius @ weight.abs().T
+    _, intervals = ibp(_network(view), _as_states(states, view.in_dim), eps, p)
     return intervals
 
 

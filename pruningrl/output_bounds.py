@@ -191,8 +191,8 @@ def _upper_tangent_start(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Relaxation:
-    """Lines a_L z + c_L <= act(z) <= a_U z + c_U on one layer's intervals, and the ranges
-    of the free parameters alpha-CROWN may move (None where a line has none)."""
+    """Lines a_L z + c_L <= act(z) <= a_U z + c_U on one layer's intervals, each line as
+    (slopes, intercepts) of the layer's shape."""
 
     lower: tuple[torch.Tensor, torch.Tensor]
     upper: tuple[torch.Tensor, torch.Tensor]
@@ -324,12 +324,13 @@ def _intersect(a: Box, b: Box) -> Box:
     return torch.maximum(a[0], b[0]), torch.minimum(a[1], b[1])
 
 
-def crown_hidden(net: Network, states: torch.Tensor, eps: float | torch.Tensor, p: float
-                 ) -> tuple[list[Box], list[Relaxation]]:
-    """CROWN's boxes of every hidden pre-activation (each intersected with IBP's) and the
-    relaxations built on them."""
+def crown_hidden(net: Network, states: torch.Tensor, eps: float | torch.Tensor, p: float,
+                 ibp_hidden: list[Box] | None = None) -> tuple[list[Box], list[Relaxation]]:
+    """CROWN's boxes of every hidden pre-activation (each intersected with IBP's, given or
+    computed here) and the relaxations built on them."""
     radius = _radius(eps, states.shape[0])
-    _, ibp_hidden = ibp(net, states, eps, p)
+    if ibp_hidden is None:
+        _, ibp_hidden = ibp(net, states, eps, p)
     boxes: list[Box] = [ibp_hidden[0]] if ibp_hidden else []  # the first layer is exact
     relaxations: list[Relaxation] = []
     for depth in range(1, len(net.weights) - 1):
@@ -351,10 +352,10 @@ def output_box(net: Network, states: torch.Tensor, eps: float | torch.Tensor, p:
         raise ValueError(f"unknown bound method {method!r}; use one of {', '.join(METHODS)}")
     spec = torch.eye(net.weights[-1].shape[0], dtype=torch.float64) if spec is None else spec
     with torch.no_grad():
-        ibp_box, _ = ibp(net, states, eps, p, spec)
+        ibp_box, ibp_hidden = ibp(net, states, eps, p, spec)
         if method == "ibp" or len(net.weights) == 1:
             return ibp_box
-        boxes, relaxations = crown_hidden(net, states, eps, p)
+        boxes, relaxations = crown_hidden(net, states, eps, p, ibp_hidden)
         radius = _radius(eps, states.shape[0])
         box = _intersect(_backward(net, spec, len(net.weights) - 1, relaxations, states,
                                    radius, p), ibp_box)
