@@ -1,7 +1,7 @@
 """Train, evaluate and ship the book's agents, through the experiment engine's job runner.
 
     .venv/bin/python scripts/train_agents.py [--jobs 2] [--only HalfCheetah-v5] [--list]
-        [--retrain]
+        [--retrain] [--seeds 3-9]
 
 Each agent is one task of ``pruningrl.experiments.executors.run_tasks`` (local processes, one
 core each): ``python -m pruningrl train ...`` into ``runs/agents/`` (not tracked; an interrupted
@@ -10,7 +10,8 @@ run resumes from its training state), then ``python -m pruningrl evaluate --epis
 ``pruningrl/agents/ENV/VARIANT/seedK.safetensors`` and writes ``seedK.json`` beside it: both
 commands, the evaluation, the run's wall time and samples/s, and the project's provenance record.
 An agent whose ``seedK.json`` exists is done unless ``--retrain`` is given (then it is trained
-again when its sidecar's train command differs from the plan's).
+again when its sidecar's train command differs from the plan's). The book's agents are seeds
+0-2; ``--seeds 3-9`` trains the held-out seeds of the replication grid with the same recipes.
 """
 
 from __future__ import annotations
@@ -52,6 +53,15 @@ PLAN: list[tuple[str, str, int, list[str]]] = [
                                     "learning_rate=0.0001"]),
 ]
 SEEDS = (0, 1, 2)
+
+
+def seed_range(text: str) -> tuple[int, ...]:
+    """``"3-9"`` or ``"3,5"`` as a tuple of seeds."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        seeds.extend(range(int(low), int(high or low) + 1))
+    return tuple(seeds)
 
 
 def commands(env: str, variant: str, steps: int, seed: int, extra: list[str]) -> tuple[list, list]:
@@ -115,11 +125,13 @@ def main() -> int:
     parser.add_argument("--list", action="store_true", help="print the plan and exit")
     parser.add_argument("--retrain", action="store_true",
                         help="train again the agents whose shipped command differs from the plan")
+    parser.add_argument("--seeds", type=seed_range, default=SEEDS,
+                        help="training seeds, e.g. 3-9 (default 0-2)")
     args = parser.parse_args()
     os.chdir(ROOT)  # the commands name paths relative to the repository
     todo = {}
     for env, variant, steps, extra in PLAN:
-        for seed in SEEDS:
+        for seed in args.seeds:
             if args.only and not f"{env}/{variant}/seed{seed}".startswith(args.only):
                 continue
             train, evaluate = commands(env, variant, steps, seed, extra)
