@@ -6,7 +6,8 @@
 Offscreen MuJoCo rendering needs ``MUJOCO_GL=egl`` (or ``osmesa`` with Debian's libosmesa6).
 Both rows start from the same reset (episode seed 0); the attacked row perturbs the agent's
 normalized observations with the named attack at the task's eps, through
-``pruningrl.attacks.AttackWrapper``.
+``pruningrl.attacks.AttackWrapper``. The figure is 7.5 in wide (the book's content column)
+with 10 pt labels, saved at 200 dpi so that the frames stay sharp on the page.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import pruningrl  # noqa: E402, F401 - first: the process computes in the portable numeric mode
 import gymnasium as gym  # noqa: E402
 import matplotlib  # noqa: E402
-import numpy as np  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -28,12 +28,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 from pruningrl.attack_suite import make_attack  # noqa: E402
 from pruningrl.attacks import AttackWrapper  # noqa: E402
 from pruningrl.envs import task_eps  # noqa: E402
+from pruningrl.plotting import PAGE_WIDTH, use_book_style  # noqa: E402
 from pruningrl.zoo import load, resolve  # noqa: E402
+
+SIZE = 320  # rendered frame, pixels
+CROP = (slice(75, SIZE - 15), slice(80, SIZE - 80))  # rows, columns: the hopper and its floor
 
 
 def frames(agent, attack, every: int, count: int, seed: int = 0):
+    """(step, frame, return so far, episode over) every `every` steps, and at the episode's end."""
     # the model's "track" camera follows the centre of mass, so the hopper stays in view
-    env = gym.make(agent.env_id, render_mode="rgb_array", width=240, height=240,
+    env = gym.make(agent.env_id, render_mode="rgb_array", width=SIZE, height=SIZE,
                    camera_name="track")
     if attack is not None:
         env = AttackWrapper(env, agent, attack)
@@ -42,8 +47,8 @@ def frames(agent, attack, every: int, count: int, seed: int = 0):
         obs, _ = env.reset(seed=seed)
         done = False
         while len(shots) < count:
-            if steps % every == 0 or done:  # every `every` steps, and the episode's last
-                shots.append((steps, env.render(), total))
+            if steps % every == 0 or done:
+                shots.append((steps, env.render()[CROP], total, done))
             if done:
                 break
             obs, reward, terminated, truncated, _ = env.step(agent.act(obs[None])[0])
@@ -59,38 +64,38 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--agent", default="Hopper-v5/ppo/seed0")
     parser.add_argument("--attack", default="rs")
-    parser.add_argument("--every", type=int, default=12, help="steps between frames")
-    parser.add_argument("--count", type=int, default=8)
+    parser.add_argument("--every", type=int, default=15, help="steps between frames")
+    parser.add_argument("--count", type=int, default=6)
     parser.add_argument("--out", default="book/figures/hopper_under_attack.png")
     args = parser.parse_args()
+    use_book_style()
     agent = load(args.agent)
     eps = task_eps(agent.env_id)
     attack = make_attack(args.attack, agent, eps, victim_path=resolve(args.agent))
     rows = [("clean", frames(agent, None, args.every, args.count)),
-            (f"{args.attack}, eps {eps}", frames(agent, attack, args.every, args.count))]
-    fig, axes = plt.subplots(2, args.count, figsize=(1.6 * args.count, 3.9))
+            (f"{args.attack.upper()} attack,\neps = {eps}",
+             frames(agent, attack, args.every, args.count))]
+    height, width = rows[0][1][0][1].shape[:2]
+    panel = PAGE_WIDTH / args.count
+    fig, axes = plt.subplots(2, args.count, figsize=(PAGE_WIDTH, 2 * panel * height / width + 0.9),
+                             layout="constrained")
     for r, (label, shots) in enumerate(rows):
         for c in range(args.count):
             ax = axes[r, c]
             ax.set_xticks([])
             ax.set_yticks([])
             if c < len(shots):
-                step, image, total = shots[c]
+                step, image, total, over = shots[c]
                 ax.imshow(image)
-                last = c == len(shots) - 1 and step % args.every
-                suffix = " (terminated)" if last else ""
-                ax.set_title(f"t={step}, R={total:.0f}{suffix}", fontsize=7)
+                ax.set_title(f"t = {step}\nR = {total:.0f}" + (", ends" if over else ""),
+                             fontsize=10)
             else:
-                ax.imshow(np.ones((8, 8, 3)))
-                ax.set_title("episode over", fontsize=7)
+                ax.axis("off")
             if c == 0:
-                ax.set_ylabel(label, fontsize=8)
-    fig.suptitle(f"{args.agent}: clean (top) and under the {args.attack} attack (bottom); "
-                 f"episode seed 0, t in env steps, R = return so far", fontsize=8)
-    fig.tight_layout()
+                ax.set_ylabel(label, fontsize=10)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=200)
     print(f"wrote {out}")
     return 0
 
