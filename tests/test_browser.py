@@ -1,7 +1,7 @@
 """The book's kernel-free explorer in a real browser: headless Chromium, local build, offline.
 
-Builds the book if its explorer page is missing or older than its sources, opens the page from
-the file system with every host name unresolvable, moves the sparsity slider with the keyboard
+Builds the book if it is missing or older than its sources, opens the explorer page from the
+file system with every host name unresolvable, moves the sparsity slider with the keyboard
 and checks that the figures changed, that nothing was loaded from outside the machine and that
 the console holds no error. A screenshot is saved under _build/ for a person to look at.
 Skips, saying why, where no Chromium, chromedriver or Selenium is installed (CI installs them:
@@ -10,73 +10,21 @@ scripts/install_browser.sh).
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+from browser_support import ROOT, built_book, chromium_driver
 
-ROOT = Path(__file__).resolve().parents[1]
-BUILD = ROOT / "_build" / "html"
-PAGE = BUILD / "notebooks" / "10_explorer.html"
+PAGE = ROOT / "_build" / "html" / "notebooks" / "10_explorer.html"
 SCREENSHOT = ROOT / "_build" / "explorer-screenshot.png"
-SOURCES = [ROOT / "notebooks" / "10_explorer.ipynb", ROOT / "_config.yml", ROOT / "_toc.yml",
-           *sorted((ROOT / "book" / "explorer").glob("*")),
-           ROOT / "book" / "_ext" / "explorer_assets.py"]
-CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
-                "--window-size=1280,1700",
-                # no host name resolves: any request outside the machine fails (and is logged)
-                "--host-resolver-rules=MAP * ~NOTFOUND")
-
-
-def _browser() -> tuple[str, str]:
-    """Paths of Chromium and chromedriver, or skip with the reason."""
-    pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
-    chromium = next((p for p in map(shutil.which, ("chromium", "chromium-browser",
-                                                   "google-chrome")) if p), None)
-    driver = shutil.which("chromedriver")
-    if chromium is None or driver is None:
-        pytest.skip("no headless browser: install Debian's chromium and chromium-driver "
-                    "(bash scripts/install_browser.sh, as root)")
-    return chromium, driver
-
-
-def _built_page() -> Path:
-    """The explorer page of a book build at least as new as its sources (built if needed)."""
-    stale = not PAGE.is_file() or PAGE.stat().st_mtime < max(p.stat().st_mtime
-                                                             for p in SOURCES)
-    if stale:
-        jb = Path(sys.executable).with_name("jupyter-book")
-        done = subprocess.run([str(jb), "build", str(ROOT), "-W", "-n", "--keep-going"],
-                              capture_output=True, text=True, timeout=1800)
-        assert done.returncode == 0, f"the book build failed:\n{done.stdout[-3000:]}"
-    assert (BUILD / "_static" / "explorer" / "plotly.min.js").is_file(), \
-        "plotly.js is not served with the book"
-    return PAGE
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    chromium, driver_path = _browser()
-    page = _built_page()
-    os.environ.setdefault("SE_OFFLINE", "true")
-    os.environ.setdefault("SE_AVOID_STATS", "true")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in CHROME_FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium')}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver = chromium_driver(tmp_path_factory.mktemp("chromium"), height=1700)
     try:
-        driver.get(page.as_uri())
+        build = built_book()
+        assert (build / "_static" / "explorer" / "plotly.min.js").is_file(), \
+            "plotly.js is not served with the book"
+        driver.get(PAGE.as_uri())
         yield driver
     finally:
         driver.quit()
