@@ -2,7 +2,8 @@
 # CI stage: the package alone carries what the notebooks load, as on Colab, where there is no
 # repository: only `pip install "pruningrl @ git+URL"`.
 #   1. build the wheel from a copy of the package's files;
-#   2. install it into a brand-new venv outside the repository (CPU torch first, as bootstrap.sh);
+#   2. install it into a brand-new venv outside the repository (CPU torch first, as bootstrap.sh),
+#      with matplotlib and pandas, which Colab has;
 #   3. run chapters 00 and 07 there with nbclient, from a temporary directory, and check that
 #      their kernel imported pruningrl from that venv (shipped agents and results included).
 # Usage: bash scripts/test_wheel.sh   (needs .venv from scripts/bootstrap.sh to build the wheel)
@@ -30,7 +31,7 @@ vpy="$work/venv/bin/python"
 quietly "$vpy" -m pip install --upgrade pip
 quietly "$vpy" -m pip install "torch==2.13.0+cpu" \
   || quietly "$vpy" -m pip install torch --index-url https://download.pytorch.org/whl/cpu
-quietly "$vpy" -m pip install "$wheel" matplotlib nbclient nbformat ipykernel
+quietly "$vpy" -m pip install "$wheel" matplotlib pandas nbclient nbformat ipykernel
 echo "installed it into a new venv with torch $("$vpy" -c "import torch; print(torch.__version__)")"
 
 cp "${chapters[@]}" "$work/run/"
