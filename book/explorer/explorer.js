@@ -50,13 +50,16 @@
 
   function heatmaps(state) {
     const n = state.agent.layers.length, gap = 0.09, w = (1 - gap * (n - 1)) / n;
-    const traces = [], layout = {height: 300, margin: {t: 40, b: 40, l: 45, r: 10},
+    const traces = [], layout = {height: 300, margin: {t: 40, b: 40, l: 45, r: 90},
       plot_bgcolor: "#d1d1d1", annotations: [], showlegend: false};
     state.agent.layers.forEach((layer, k) => {
       const ax = k === 0 ? "" : String(k + 1);
       traces.push({type: "heatmap", z: layerZ(layer, state.series.prune_index[k], state.i),
         xaxis: "x" + ax, yaxis: "y" + ax, zmin: -1, zmax: 1, colorscale: "RdBu",
-        reversescale: true, showscale: false, hoverongaps: false});
+        reversescale: true, hoverongaps: false,
+        // one colour bar for all layers: each layer is scaled by its largest |weight|
+        showscale: k === n - 1, colorbar: {thickness: 12, len: 0.9, x: 1.01,
+          title: {text: "weight / max |w|", side: "right"}}});
       layout["xaxis" + ax] = {domain: [k * (w + gap), k * (w + gap) + w], anchor: "y" + ax,
         title: {text: "in (" + layer.shape[1] + ")"}, showgrid: false, zeroline: false};
       layout["yaxis" + ax] = {anchor: "x" + ax, autorange: "reversed", showgrid: false,

@@ -38,16 +38,19 @@ class ExplorerFigure:
         grid = self.fig.add_gridspec(2, len(sweep.weights), left=0.07, right=0.98, top=0.95,
                                      bottom=0.08, hspace=0.38, wspace=0.3)
         self.images, self.heat_axes = [], []
-        for k, weight in enumerate(sweep.weights):
+        # each layer's weights divided by its largest |weight|, so one colour bar serves all
+        self.scaled = [w / (float(np.abs(w).max()) or 1.0) for w in sweep.weights]
+        cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.82")
+        for k, weight in enumerate(self.scaled):
             ax = self.fig.add_subplot(grid[0, k])
-            limit = float(np.abs(weight).max()) or 1.0
-            cmap = plt.get_cmap("RdBu_r").with_extremes(bad="0.82")
-            self.images.append(ax.imshow(weight, cmap=cmap, vmin=-limit, vmax=limit,
+            self.images.append(ax.imshow(weight, cmap=cmap, vmin=-1.0, vmax=1.0,
                                          aspect="auto", interpolation="nearest"))
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_xlabel(f"in ({weight.shape[1]})")
             ax.set_ylabel(f"out ({weight.shape[0]})")
             self.heat_axes.append(ax)
+        bar = self.fig.colorbar(self.images[-1], ax=self.heat_axes[-1], fraction=0.08, pad=0.03)
+        bar.set_label("weight / layer's max |weight|\n(grey: pruned)", fontsize=9)
         half = len(sweep.weights) // 2 or 1
         self.bounds_ax = self.fig.add_subplot(grid[1, :half])
         self.returns_ax = self.fig.add_subplot(grid[1, half:])
@@ -103,7 +106,7 @@ class ExplorerFigure:
         """Move every panel to grid point ``i``."""
         sweep = self.sweep
         for k, (image, keep) in enumerate(zip(self.images, sweep.masks(i), strict=True)):
-            image.set_data(np.ma.masked_array(sweep.weights[k], mask=~keep))
+            image.set_data(np.ma.masked_array(self.scaled[k], mask=~keep))
             self.heat_axes[k].set_title(f"(a) layer {k + 1}: sparsity "
                                         f"{sweep.layer_sparsity[i][k]:.2f}", fontsize=10)
         s = sweep.sparsities[i]
