@@ -89,3 +89,60 @@ def test_figure_cells_print_no_repr(path: Path):
                     f"{path.name}: a figure cell prints a repr ({text[:40]!r}); end it with "
                     "plt.show() or a trailing ';'"
                 )
+
+
+def markdown(path: Path) -> str:
+    cells = json.loads(path.read_text())["cells"]
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+
+
+@pytest.mark.parametrize("path", toc_notebooks(), ids=lambda p: p.name)
+def test_setup_cells_are_out_of_the_readers_way(path: Path):
+    """The Colab and seeding cells are hidden (chapter 0 folds them, the others remove them)."""
+    for cell in code_cells(path)[:2]:
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        assert tags & {"remove-input", "hide-input"}, f"{path.name}: a setup cell is shown"
+
+
+@pytest.mark.parametrize("path", toc_notebooks(), ids=lambda p: p.name)
+def test_no_nbval_marker_in_the_readers_view(path: Path):
+    """Nondeterministic cells carry the nbval-ignore-output tag, not a comment the reader sees."""
+    marked = [i for i, c in enumerate(code_cells(path)) if "NBVAL_" in "".join(c["source"])]
+    assert not marked, f"{path.name}: code cells {marked} carry an NBVAL comment; tag them"
+
+
+@pytest.mark.parametrize("path", toc_notebooks(), ids=lambda p: p.name)
+def test_chapter_ends_with_takeaways_and_exercises_with_solutions(path: Path):
+    text = markdown(path)
+    assert "## Takeaways" in text, f"{path.name}: no takeaways"
+    assert "## Exercises" in text, f"{path.name}: no exercises"
+    assert text.index("## Takeaways") < text.index("## Exercises"), \
+        f"{path.name}: the exercises come before the takeaways"
+    takeaways = text[text.index("## Takeaways"):text.index("## Exercises")]
+    bullets = [line for line in takeaways.splitlines() if line.startswith(("* ", "- "))]
+    assert 3 <= len(bullets) <= 5, f"{path.name}: {len(bullets)} takeaways (3 to 5)"
+    exercises = text[text.index("## Exercises"):]
+    assert "{admonition} Solution" in exercises and ":class: dropdown" in exercises, \
+        f"{path.name}: the exercises have no hidden solutions"
+
+
+@pytest.mark.parametrize("path", toc_notebooks(), ids=lambda p: p.name)
+def test_every_figure_has_a_numbered_caption(path: Path):
+    """A cell that draws a figure names it and captions it (myst-nb's figure metadata)."""
+    uncaptioned = []
+    for i, cell in enumerate(code_cells(path)):
+        images = [o for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if not images or "remove-output" in tags or "remove-cell" in tags:
+            continue
+        figure = cell.get("metadata", {}).get("mystnb", {}).get("figure", {})
+        if not (figure.get("caption") and figure.get("name")):
+            uncaptioned.append(i)
+    assert not uncaptioned, f"{path.name}: figure cells {uncaptioned} have no caption and name"
+
+
+def test_figure_names_are_unique_across_the_book():
+    names = [c.get("metadata", {}).get("mystnb", {}).get("figure", {}).get("name")
+             for path in toc_notebooks() for c in code_cells(path)]
+    names = [n for n in names if n]
+    assert len(names) == len(set(names)), "two figures share a name"
