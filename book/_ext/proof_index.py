@@ -3,12 +3,15 @@
 sphinx-proof's index ("Proof Index", ``prf-prf.html``) lists every theorem, lemma and definition
 by its private label (``cor-expected-robustness``), one heading per label. This replaces it with
 one heading per kind (Definitions, Lemmas, Theorems, ...) and, under each, the results in the
-order the book prints them: "Theorem 4 (Pruning cannot hurt the certificate)", linked to its page.
+order the book prints them: "Theorem 4 (Pruning cannot hurt the certificate)", linked to it,
+with the title of the chapter that holds it.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+
+PLURALS = {"Corollary": "Corollaries", "Proof": "Proofs", "Property": "Properties"}
 
 
 def _collect_titles(app, doctree) -> None:
@@ -48,8 +51,10 @@ def generate(self, docnames=None):
         printed = f"{kind} {'.'.join(map(str, number))}" if number else kind
         title = titles.get(label, "")
         name = f"{printed} ({title})" if title else printed
-        groups[kind].append(((number or (0,)), (name, 0, values["docname"], label, "", "", "")))
-    content = [(f"{kind}s" if not kind.endswith("s") else kind,
+        page = env.titles[values["docname"]].astext() if values["docname"] in env.titles else ""
+        groups[kind].append(((number or (0,)),
+                             (name, 0, values["docname"], label, "", "", page)))
+    content = [(PLURALS.get(kind, f"{kind}s"),
                 [entry for _, entry in sorted(entries, key=lambda e: e[0])])
                for kind, entries in sorted(groups.items())]
     return content, False
