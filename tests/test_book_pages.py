@@ -9,8 +9,8 @@ host name unresolvable, waits for MathJax to typeset, saves a full-page screensh
   outside code, outputs and typeset maths (what a ``$$`` block glued to a line of prose leaves);
 * maths that never typeset (MathJax missing, e.g. loaded from a CDN the page cannot reach);
 * an error in the console, or a request for a resource outside the machine;
-* an output wider than the content column (cut off, or scrolled sideways), and a figure
-  shrunk to fit it (its fonts shrink with it);
+* an output or a code block wider than the content column (cut off, or scrolled sideways),
+  and a figure shrunk to fit it (its fonts shrink with it);
 * a page of the sweet-spot part longer than about eight screens.
 """
 
@@ -82,7 +82,7 @@ const undefinedMacros = [...document.querySelectorAll('mjx-container mjx-mtext')
 const untypeset = [...document.querySelectorAll('.math')]
   .filter(e => !e.querySelector('mjx-container')).map(e => e.textContent.slice(0, 60));
 const wide = [...document.querySelectorAll('.cell_output > div, .cell_output .output, '
-    + '.cell_output pre, .cell_output table')]
+    + '.cell_output pre, .cell_output table, .cell_input pre, article div.highlight pre')]
   .filter(e => e.scrollWidth > e.clientWidth + 2)
   .map(e => (e.innerText || '').split('\\n')[0].slice(0, 60));
 const column = (document.querySelector('.bd-article') || main).getBoundingClientRect();
@@ -141,7 +141,7 @@ def test_page_renders_offline(browser, name: str):
                       ("untypeset", "formulas left untypeset"),
                       ("console", "console errors"),
                       ("resources", "requests outside the machine"),
-                      ("wide", "outputs wider than the column"),
+                      ("wide", "outputs or code wider than the column"),
                       ("beyond", "output elements past the column's right edge"),
                       ("shrunk", "figures shrunk to fit the column")):
         if state[key]:
