@@ -255,12 +255,17 @@ def _judge(score: dict[tuple, float], sparsities: list[float], seeds: list[int])
     best = max(sparsities, key=lambda s: (medians[s], -s))
     gains = [score[(best, seed)] - score[(0.0, seed)] for seed in seeds]
     spread = max(gains) - min(gains)
-    if len(seeds) < 2:
-        verdict = "one seed"
-    else:
-        verdict = ("sweet spot" if best > 0 and min(gains) > 0 and np.median(gains) > spread
-                   else "none here")
-    return medians, best, gains, spread, verdict
+    return medians, best, gains, spread, rule_verdict(best, gains)
+
+
+def rule_verdict(best: float, gains: list[float]) -> str:
+    """The sweet-spot rule at a chosen sparsity ``best`` with per-seed gains over the control:
+    "sweet spot" when best > 0, min gain > 0 and median gain > max gain - min gain."""
+    if len(gains) < 2:
+        return "one seed"
+    spread = max(gains) - min(gains)
+    return ("sweet spot" if best > 0 and min(gains) > 0 and np.median(gains) > spread
+            else "none here")
 
 
 def best_gain(entry: dict, seed: int = 0) -> tuple[float, float]:
