@@ -22,7 +22,7 @@ from pruningrl.experiments import (
     run_sweep,
     stable_part,
 )
-from pruningrl.experiments.jobs import AttackUnit, certified_radius
+from pruningrl.experiments.jobs import AttackUnit, certified_radius, config_id
 from pruningrl.experiments.replay import compare, numeric_paths
 from pruningrl.experiments.results import SHIPPED_RESULTS, sweet_spots
 from pruningrl.experiments.sweep import plan, stage_of
@@ -72,6 +72,12 @@ BAD_GRIDS = {
     "zero fine-tuning rate": ("finetune_lr = 0.0", "'finetune_lr' must be positive"),
     "fine-tuning rate with nothing to tune": ("finetune_steps = 0\nfinetune_lr = 1e-4",
                                               "needs finetune_steps > 0"),
+    "repeated fine-tuning seeds": ("finetune_seeds = [0, 0]", "'finetune_seeds' must be"),
+    "negative fine-tuning seed": ("finetune_seeds = [-1]", "'finetune_seeds' must be"),
+    "fine-tuning seeds not integers": ("finetune_seeds = [0.5]", "not a int"),
+    "fine-tuning seeds in training": ("methods = ['in-training']\nfinetune_seeds = [0, 1]",
+                                      "fine-tunes nothing"),
+    "an agent not trained": ("seeds = [11]", "scripts/train_agents.py --seeds"),
 }
 
 
@@ -100,6 +106,18 @@ def test_a_bad_grid_is_refused_in_one_line_and_nothing_is_written(case, tmp_path
     assert code == 2 and captured.out == ""
     assert captured.err.count("\n") == 1 and captured.err.startswith("pruningrl: error: ")
     assert not out.exists()
+
+
+def test_finetune_seeds_repeat_every_point_and_seed_its_fine_tuning(tmp_path):
+    path = tmp_path / "g.toml"
+    path.write_text(grid_text("finetune_seeds = [0, 5]"))
+    jobs = [j.settings for j in expand(load_grid(str(path))) if j.settings["kind"] == "prune"]
+    assert sorted((j["target_sparsity"], j["finetune_seed"]) for j in jobs) == [
+        (0.0, 0), (0.0, 5), (0.5, 0), (0.5, 5)]
+    assert len({config_id(j) for j in jobs}) == 4
+    plain = tmp_path / "plain.toml"
+    plain.write_text(grid_text("seeds = [0]"))  # no finetune_seeds: the configs are unchanged
+    assert all("finetune_seed" not in j.settings for j in expand(load_grid(str(plain))))
 
 
 def test_an_empty_grid_file_is_refused(tmp_path):

@@ -21,7 +21,9 @@ parts' products (so one file can give MuJoCo tasks two variants and CartPole one
 Further known keys: ``description``, ``norm`` ("inf" or "2"), ``rate`` (micro-pruning's
 per-update fraction, 0.02), ``local_states`` (visited states for the local certificate, 1000),
 ``attack_seed`` (0), ``prune_window`` ([0.2, 0.75]: where in the run the "in-training" method's
-sparsity ramps up). The method "in-training" trains the base agent's run again from scratch,
+sparsity ramps up), ``finetune_seeds`` (a list: each point is fine-tuned once per seed, which
+seeds the fine-tuning's sampling; absent, the fine-tuning is seeded with the training seed).
+The method "in-training" trains the base agent's run again from scratch,
 pruning gradually as it trains (``pruningrl.finetune.prune_during_training``); it fine-tunes
 nothing, so its dense control is the untouched base agent. Any other key is refused, as is
 an unknown env, variant, seed, method or attack, a sparsity outside [0, 1), a negative eps
@@ -63,6 +65,7 @@ KEYS: dict[str, tuple[object, bool]] = {
     "local_states": (1000, False),
     "attack_seed": (0, False),
     "prune_window": ([0.2, 0.75], False),
+    "finetune_seeds": (None, False),
 }
 
 
@@ -87,6 +90,7 @@ class GridPart:
     attack_seed: int
     prune_window: tuple[float, float] = (0.2, 0.75)
     finetune_lr: float | None = None
+    finetune_seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +222,7 @@ def _part(data: dict, where: str) -> GridPart:
         float(_number(data, "rate", float, where, 0.0)),
         int(_number(data, "local_states", int, where, 1)),
         int(_number(data, "attack_seed", int, where, 0)), _window(data, where),
-        _finetune_lr(data, where))
+        _finetune_lr(data, where), _finetune_seeds(data, methods, where))
     if not 0.0 < part.rate < 1.0:
         raise ValueError(f"{where}: rate must lie in (0, 1), got {part.rate}")
     if part.finetune_steps == 0 and any(m in ("gradual", "micro") for m in methods) and any(
@@ -239,6 +243,21 @@ def _finetune_lr(data: dict, where: str) -> float | None:
     if value <= 0:
         raise ValueError(f"{where}: 'finetune_lr' must be positive, got {value!r}")
     return value
+
+
+def _finetune_seeds(data: dict, methods: tuple[str, ...], where: str) -> tuple[int, ...] | None:
+    from pruningrl.finetune import IN_TRAINING
+
+    if data.get("finetune_seeds") is None:
+        return None
+    seeds = _list(data, "finetune_seeds", int, where)
+    if any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"{where}: 'finetune_seeds' must be distinct non-negative integers, "
+                         f"got {list(seeds)!r}")
+    if IN_TRAINING in methods:
+        raise ValueError(f"{where}: finetune_seeds seed the fine-tuning; the in-training "
+                         "method fine-tunes nothing")
+    return seeds
 
 
 def _window(data: dict, where: str) -> tuple[float, float]:
@@ -267,4 +286,5 @@ def _check_agents(part: GridPart, where: str) -> None:
                 agent_id = f"{env}/{variant}/seed{seed}"
                 if seed < 0 or not agent_path(agent_id).is_file():
                     raise ValueError(f"{where}: no shipped agent {agent_id} "
-                                     "(`python -m pruningrl agents` lists them)")
+                                     "(`python -m pruningrl agents` lists them; "
+                                     "scripts/train_agents.py --seeds trains more seeds)")

@@ -114,7 +114,8 @@ def expand(grid: Grid) -> list[Job]:
         for env, variant, method, scope in product(part.envs, part.variants, part.methods,
                                                    part.scopes):
             eps = part.eps if part.eps is not None else task_eps(env)
-            for seed, target in product(part.seeds, part.sparsities):
+            for seed, target, tune in product(part.seeds, part.sparsities,
+                                              part.finetune_seeds or (None,)):
                 agent_id = f"{env}/{variant}/seed{seed}"
                 add({"kind": "prune", "agent": agent_id, "env_id": env, "variant": variant,
                      "seed": seed, "agent_sha256": file_sha256(agent_path(agent_id)),
@@ -122,7 +123,8 @@ def expand(grid: Grid) -> list[Job]:
                      "episodes": part.episodes, "local_states": part.local_states,
                      **_pruning(method, scope, target, part, agent_id),
                      **({} if part.finetune_lr is None else
-                        {"finetune_lr": part.finetune_lr})}, units)
+                        {"finetune_lr": part.finetune_lr}),
+                     **({} if tune is None else {"finetune_seed": tune})}, units)
     return list(jobs.values())
 
 
@@ -263,7 +265,8 @@ def _make_agent(config: dict, base, path: Path, phases: dict):
     else:
         made = prune_and_finetune(base, method, config["target_sparsity"],
                                   config["scope"] or "global", config["finetune_steps"],
-                                  config["seed"], config.get("rate", 0.02),
+                                  config.get("finetune_seed", config["seed"]),
+                                  config.get("rate", 0.02),
                                   learning_rate=config.get("finetune_lr"))
     if made.interrupted:
         raise KeyboardInterrupt
