@@ -55,14 +55,22 @@ class AttackBudget:
     sarsa_sweeps: int = 30  # Sarsa(lambda) target refreshes (one pass over the data each)
     screen_episodes: int = 5  # RS grid selection: episodes per Q-function
     adversary_steps: int = 1_000_000  # PPO samples for the optimal attack or PA-AD's director
+    adversary_lr: float | None = None  # the adversary PPO's learning rate (None: PPO's default)
+    adversary_ent: float | None = None  # its entropy coefficient (None: PPO's default)
 
     def for_attack(self, name: str) -> dict:
         if name in ("rs", "rs+mad"):
             return {"sarsa_samples": self.sarsa_samples, "sarsa_sweeps": self.sarsa_sweeps,
                     "sarsa_grid": len(SARSA_GRID), "screen_episodes": self.screen_episodes}
         if name in ("optimal", "paad"):
-            return {"adversary_steps": self.adversary_steps}
+            return {"adversary_steps": self.adversary_steps, **self.adversary_settings()}
         return {}
+
+    def adversary_settings(self) -> dict:
+        """The adversary PPO's settings that differ from PPO's defaults."""
+        return {key: value for key, value in (("learning_rate", self.adversary_lr),
+                                              ("ent_coef", self.adversary_ent))
+                if value is not None}
 
 
 @dataclass
@@ -179,13 +187,18 @@ def sarsa_q_functions(
 
 def _rs_attack(
     name: str, agent: Agent, eps: float, norm: str, steps: int, seed: int, folders: list[Path],
-    budget: AttackBudget, progress: bool,
+    budget: AttackBudget, progress: bool, ratio: float | None = None,
 ) -> Attack:
     from pruningrl.evaluation import evaluate
 
-    ratio = RS_MAD_RATIO if name == "rs+mad" else 0.0
+    if name == "rs+mad":
+        ratio = RS_MAD_RATIO if ratio is None else ratio
+    else:
+        ratio = 0.0
+    mixing = "" if ratio in (0.0, RS_MAD_RATIO) else f"-rho{_fmt(ratio)}"
     selection_name = (f"{name}-eps{_fmt(eps)}-{norm}-n{budget.sarsa_samples}"
-                      f"-sw{budget.sarsa_sweeps}-screen{budget.screen_episodes}-s{seed}.json")
+                      f"-sw{budget.sarsa_sweeps}-screen{budget.screen_episodes}{mixing}"
+                      f"-s{seed}.json")
     q_functions = sarsa_q_functions(agent, folders, budget, seed, progress)
 
     def attack_with(q: torch.nn.Module, attack_seed: int) -> Callable:
@@ -224,16 +237,17 @@ def _rs_attack(
 
 def train_adversary(
     name: str, victim_path: Path, eps: float, norm: str, steps: int, seed: int, out: Path,
-    progress: bool = False,
+    progress: bool = False, settings: dict | None = None,
 ) -> Agent:
-    """PPO (SA-PPO's defaults) on the adversary MDP of ``pruningrl.adversaries``; resumable."""
+    """PPO (SA-PPO's defaults, overridden by ``settings``: ``learning_rate``, ``ent_coef``) on
+    the adversary MDP of ``pruningrl.adversaries``; resumable."""
     from pruningrl.adversaries import OPTIMAL_ENV_ID, PAAD_ENV_ID, adversary_env_kwargs
     from pruningrl.ppo import PPOConfig, train, train_state_path
 
     config = PPOConfig(
         env_id=OPTIMAL_ENV_ID if name == "optimal" else PAAD_ENV_ID,
         env_kwargs=adversary_env_kwargs(victim_path, eps, norm),
-        total_steps=steps, seed=seed, checkpoint_every=10,
+        total_steps=steps, seed=seed, checkpoint_every=10, **(settings or {}),
     )
     result = train(config, out=out, resume=train_state_path(out).is_file(), progress=progress,
                    extra_metadata={"attack": name, "victim": str(victim_path)})
@@ -249,7 +263,11 @@ def _learned_policy_attack(
     from pruningrl.adversaries import optimal_attack_fn, paad_attack_fn
     from pruningrl.ppo import train_state_path
 
-    file_name = f"{name}-eps{_fmt(eps)}-{norm}-n{budget.adversary_steps}-s{seed}.safetensors"
+    settings = budget.adversary_settings()
+    tuned = "".join(f"-{'lr' if key == 'learning_rate' else 'ent'}{_fmt(value)}"
+                    for key, value in settings.items())
+    file_name = (f"{name}-eps{_fmt(eps)}-{norm}-n{budget.adversary_steps}{tuned}"
+                 f"-s{seed}.safetensors")
     found = _find(folders, file_name)
     if found is not None and train_state_path(found).is_file():
         found = None  # an interrupted training: resume it, never use a half-trained adversary
@@ -260,7 +278,7 @@ def _learned_policy_attack(
             if not victim_path.is_file():
                 save_agent(agent, victim_path)
         train_adversary(name, Path(victim_path), eps, norm, budget.adversary_steps, seed,
-                        target, progress)
+                        target, progress, settings=settings)
         found = target
     adversary = load_agent(found)
     meta = adversary.metadata
@@ -290,14 +308,18 @@ def make_attack(
     victim_path: str | os.PathLike | None = None,
     budget: AttackBudget | None = None,
     progress: bool = False,
+    ratio: float | None = None,
 ) -> Attack:
     """The attack ``name`` against ``agent`` within B_norm(s, eps) on normalized states.
 
     Learned attackers (rs, rs+mad, optimal, paad) are loaded from the cache or trained there
-    first; ``victim_path`` (the agent's checkpoint) puts the cache beside it.
+    first; ``victim_path`` (the agent's checkpoint) puts the cache beside it. ``ratio`` is
+    RS+MAD's weight rho on the action change (default ``RS_MAD_RATIO``).
     """
     if name not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; choose one of {', '.join(ATTACKS)}")
+    if ratio is not None and (name != "rs+mad" or not 0.0 < ratio < 1.0):
+        raise ValueError(f"a mixing weight is RS+MAD's, in (0, 1); got {ratio!r} for {name}")
     eps = _check_eps(eps)
     parse_norm(norm)
     norm = str(norm)
@@ -315,6 +337,6 @@ def make_attack(
                                                             "sgld", generator), {"steps": steps})
     folders = cache_dirs(agent, victim_path)
     if name in ("rs", "rs+mad"):
-        return _rs_attack(name, agent, eps, norm, steps, seed, folders, budget, progress)
+        return _rs_attack(name, agent, eps, norm, steps, seed, folders, budget, progress, ratio)
     return _learned_policy_attack(name, agent, eps, norm, seed, folders, victim_path, budget,
                                   progress)

@@ -291,3 +291,47 @@ def test_a_half_trained_adversary_is_resumed_not_used(victim_file, tmp_path, mon
     monkeypatch.setattr(suite, "train_adversary", lambda *args, **kw: calls.append(args))
     make_attack("optimal", agent, 0.1, victim_path=victim, budget=AttackBudget(adversary_steps=512))
     assert len(calls) == 1 and calls[0][6] == partial  # trained (resumed) into the same file
+
+
+def test_an_adversarys_settings_reach_its_ppo_and_its_cache_key(victim_file, tmp_path,
+                                                                 monkeypatch):
+    import pruningrl.attack_suite as suite
+
+    victim = tmp_path / "victim.safetensors"
+    victim.write_bytes(victim_file.read_bytes())
+    agent = load_agent(victim)
+    calls = []
+
+    def fake_train(name, victim_path, eps, norm, steps, seed, out, progress=False,
+                   settings=None):
+        calls.append((out.name, settings))
+        out.write_bytes(victim.read_bytes())  # any agent stands in for the trained adversary
+
+    monkeypatch.setattr(suite, "train_adversary", fake_train)
+    budget = AttackBudget(adversary_steps=512, adversary_lr=1e-4, adversary_ent=0.01)
+    attack = make_attack("paad", agent, 0.1, seed=2, victim_path=victim, budget=budget)
+    assert calls == [("paad-eps0.1-inf-n512-lr0.0001-ent0.01-s2.safetensors",
+                      {"learning_rate": 1e-4, "ent_coef": 0.01})]
+    assert attack.info["budget"] == {"adversary_steps": 512, "learning_rate": 1e-4,
+                                     "ent_coef": 0.01}
+    make_attack("paad", agent, 0.1, seed=2, victim_path=victim,
+                budget=AttackBudget(adversary_steps=512))  # PPO's defaults: another adversary
+    assert calls[1] == ("paad-eps0.1-inf-n512-s2.safetensors", {})
+
+
+def test_rs_mad_takes_its_mixing_weight(victim_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNINGRL_CACHE", str(tmp_path / "user-cache"))
+    victim = tmp_path / "victim.safetensors"
+    victim.write_bytes(victim_file.read_bytes())
+    agent = load_agent(victim)
+    budget = AttackBudget(sarsa_samples=512, sarsa_sweeps=3, screen_episodes=1)
+    states = agent.normalize(np.random.default_rng(0).normal(size=(16, 4)))
+    default = make_attack("rs+mad", agent, 0.1, victim_path=victim, budget=budget)
+    mostly_mad = make_attack("rs+mad", agent, 0.1, victim_path=victim, budget=budget, ratio=0.9)
+    assert default.info["action_ratio"] == 0.5 and mostly_mad.info["action_ratio"] == 0.9
+    folder = tmp_path / "victim.attackers" / victim_fingerprint(agent)
+    assert (folder / "rs+mad-eps0.1-inf-n512-sw3-screen1-rho0.9-s0.json").is_file()
+    assert _in_ball((mostly_mad(states) - states).numpy(), 0.1, "inf")
+    for name, ratio in (("rs", 0.5), ("rs+mad", 1.0), ("rs+mad", 0.0), ("mad", 0.5)):
+        with pytest.raises(ValueError, match="mixing weight"):
+            make_attack(name, agent, 0.1, ratio=ratio)

@@ -22,10 +22,10 @@ from pruningrl.experiments import (
     run_sweep,
     stable_part,
 )
-from pruningrl.experiments.jobs import AttackUnit, certified_radius, config_id
+from pruningrl.experiments.jobs import AttackUnit, Job, certified_radius, config_id
 from pruningrl.experiments.replay import compare, numeric_paths
 from pruningrl.experiments.results import SHIPPED_RESULTS, sweet_spots
-from pruningrl.experiments.sweep import plan, stage_of
+from pruningrl.experiments.sweep import plan, retries, stage_of
 from pruningrl.numerics import UNRECORDED, numeric_path
 from pruningrl.zoo import agent_path
 
@@ -78,6 +78,20 @@ BAD_GRIDS = {
     "fine-tuning seeds in training": ("methods = ['in-training']\nfinetune_seeds = [0, 1]",
                                       "fine-tunes nothing"),
     "an agent not trained": ("seeds = [11]", "scripts/train_agents.py --seeds"),
+    "attempts of a cheap attack": ("attacks = ['mad']\n[attempts]\nmad = [{seed = 1}]",
+                                   "not a learned attack"),
+    "attempts of an attack not run": ("attacks = ['rs']\n[attempts]\npaad = [{seed = 1}]",
+                                      "not a learned attack of this grid"),
+    "attempt with a negative rate": ("attacks = ['paad']\n[attempts]\npaad = [{lr = -1e-4}]",
+                                     "must be a number > 0"),
+    "attempt with a mixing weight of 1": ("attacks = ['rs+mad']\n[attempts]\n"
+                                          "\"rs+mad\" = [{ratio = 1.0}]", "in (0, 1)"),
+    "attempt setting a learning rate of RS": ("attacks = ['rs']\n[attempts]\n"
+                                              "rs = [{lr = 1e-4}]", "it may set seed"),
+    "the same attempt twice": ("attacks = ['paad']\n[attempts]\n"
+                               "paad = [{seed = 1, lr = 1e-4}, {lr = 1e-4, seed = 1}]",
+                               "are the same"),
+    "attempts not a list": ("attacks = ['paad']\n[attempts]\npaad = 3", "non-empty list"),
 }
 
 
@@ -118,6 +132,27 @@ def test_finetune_seeds_repeat_every_point_and_seed_its_fine_tuning(tmp_path):
     plain = tmp_path / "plain.toml"
     plain.write_text(grid_text("seeds = [0]"))  # no finetune_seeds: the configs are unchanged
     assert all("finetune_seed" not in j.settings for j in expand(load_grid(str(plain))))
+
+
+def test_attempts_give_every_point_one_unit_per_attempt(tmp_path):
+    path = tmp_path / "g.toml"
+    path.write_text(grid_text("attacks = ['mad', 'paad', 'rs+mad']\n[budgets]\npaad = 4096\n"
+                              "[attempts]\npaad = [{seed = 0}, {seed = 1, lr = 1e-4}, "
+                              "{seed = 2, ent = 0.01}]\n\"rs+mad\" = [{ratio = 0.25}, "
+                              "{ratio = 0.75}]"))
+    job = next(j for j in expand(load_grid(str(path))) if j.settings["kind"] == "prune")
+    assert [u.label for u in job.attacks if u.name != "crown"] == [
+        "none", "mad", "paad:n=4096", "paad:n=4096:s=1:lr=0.0001", "paad:n=4096:s=2:ent=0.01",
+        "rs+mad:rho=0.25", "rs+mad:rho=0.75"]
+    for unit in job.attacks:  # what a worker receives rebuilds the same unit
+        assert AttackUnit(**unit.to_dict()) == unit
+
+
+def test_a_retry_keeps_its_attempts_settings():
+    job = Job((("kind", "prune"),), (AttackUnit("none"), AttackUnit("paad", 1000, 2, lr=1e-4)))
+    measured = {"none": {"mean_return": 3000.0},
+                "paad:n=1000:s=2:lr=0.0001": {"mean_return": 2900.0}}
+    assert retries(job, measured) == [AttackUnit("paad", 2000, 3, lr=1e-4)]
 
 
 def test_an_empty_grid_file_is_refused(tmp_path):

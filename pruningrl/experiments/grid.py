@@ -22,7 +22,10 @@ Further known keys: ``description``, ``norm`` ("inf" or "2"), ``rate`` (micro-pr
 per-update fraction, 0.02), ``local_states`` (visited states for the local certificate, 1000),
 ``attack_seed`` (0), ``prune_window`` ([0.2, 0.75]: where in the run the "in-training" method's
 sparsity ramps up), ``finetune_seeds`` (a list: each point is fine-tuned once per seed, which
-seeds the fine-tuning's sampling; absent, the fine-tuning is seeded with the training seed).
+seeds the fine-tuning's sampling; absent, the fine-tuning is seeded with the training seed),
+``[attempts]`` (per learned attack, the attempts every point gets, for example
+``paad = [{seed = 0}, {seed = 1, lr = 1e-4}, {seed = 2, ent = 0.01}]`` or
+``"rs+mad" = [{ratio = 0.25}, {ratio = 0.75}]``; the score takes the worst of them).
 The method "in-training" trains the base agent's run again from scratch,
 pruning gradually as it trains (``pruningrl.finetune.prune_during_training``); it fine-tunes
 nothing, so its dense control is the untouched base agent. Any other key is refused, as is
@@ -66,6 +69,7 @@ KEYS: dict[str, tuple[object, bool]] = {
     "attack_seed": (0, False),
     "prune_window": ([0.2, 0.75], False),
     "finetune_seeds": (None, False),
+    "attempts": ({}, False),
 }
 
 
@@ -91,6 +95,7 @@ class GridPart:
     prune_window: tuple[float, float] = (0.2, 0.75)
     finetune_lr: float | None = None
     finetune_seeds: tuple[int, ...] | None = None
+    attempts: dict = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -222,7 +227,8 @@ def _part(data: dict, where: str) -> GridPart:
         float(_number(data, "rate", float, where, 0.0)),
         int(_number(data, "local_states", int, where, 1)),
         int(_number(data, "attack_seed", int, where, 0)), _window(data, where),
-        _finetune_lr(data, where), _finetune_seeds(data, methods, where))
+        _finetune_lr(data, where), _finetune_seeds(data, methods, where),
+        _attempts(data, attacks, where))
     if not 0.0 < part.rate < 1.0:
         raise ValueError(f"{where}: rate must lie in (0, 1), got {part.rate}")
     if part.finetune_steps == 0 and any(m in ("gradual", "micro") for m in methods) and any(
@@ -258,6 +264,52 @@ def _finetune_seeds(data: dict, methods: tuple[str, ...], where: str) -> tuple[i
         raise ValueError(f"{where}: finetune_seeds seed the fine-tuning; the in-training "
                          "method fine-tunes nothing")
     return seeds
+
+
+#: what an attempt of each learned attack may set, each with its check and its rule in words
+_SEED = (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0")
+_LR = (lambda v: v > 0, "a number > 0")
+_ENT = (lambda v: v >= 0, "a number >= 0")
+_RATIO = (lambda v: 0 < v < 1, "a number in (0, 1)")
+ATTEMPT_KEYS = {
+    "rs": {"seed": _SEED},
+    "rs+mad": {"seed": _SEED, "ratio": _RATIO},
+    "optimal": {"seed": _SEED, "lr": _LR, "ent": _ENT},
+    "paad": {"seed": _SEED, "lr": _LR, "ent": _ENT},
+}
+
+
+def _attempts(data: dict, attacks: tuple[str, ...], where: str) -> dict[str, tuple[dict, ...]]:
+    """``[attempts]``: per learned attack, the list of its attempts at every point."""
+    table = data.get("attempts", {})
+    if not isinstance(table, dict):
+        raise ValueError(f"{where}: [attempts] must be a table of attack = [{{...}}, ...]")
+    out = {}
+    for name, tried in table.items():
+        if name not in ATTEMPT_KEYS or name not in attacks:
+            raise ValueError(f"{where}: attempts of {name!r}, which is not a learned attack of "
+                             f"this grid (learned: {', '.join(ATTEMPT_KEYS)})")
+        if not isinstance(tried, list) or not tried or not all(isinstance(a, dict)
+                                                                for a in tried):
+            raise ValueError(f"{where}: the attempts of {name!r} must be a non-empty list of "
+                             "tables such as {seed = 1, lr = 1e-4}")
+        out[name] = tuple(_attempt(name, a, where) for a in tried)
+        if len({tuple(sorted(a.items())) for a in out[name]}) != len(out[name]):
+            raise ValueError(f"{where}: two attempts of {name!r} are the same")
+    return out
+
+
+def _attempt(name: str, attempt: dict, where: str) -> dict:
+    allowed = ATTEMPT_KEYS[name]
+    for key, value in attempt.items():
+        if key not in allowed:
+            raise ValueError(f"{where}: an attempt of {name!r} sets {key!r}; it may set "
+                             f"{', '.join(allowed)}")
+        check, rule = allowed[key]
+        if not isinstance(value, int | float) or isinstance(value, bool) or not check(value):
+            raise ValueError(f"{where}: an attempt of {name!r} has {key} = {value!r}; it must "
+                             f"be {rule}")
+    return {key: (v if key == "seed" else float(v)) for key, v in attempt.items()}
 
 
 def _window(data: dict, where: str) -> tuple[float, float]:

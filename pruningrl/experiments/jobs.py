@@ -23,7 +23,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import product
 from pathlib import Path
 
@@ -47,20 +47,31 @@ EPS_SWEEP_POINTS, EPS_SWEEP_LOW = 8, 0.001
 
 @dataclass(frozen=True)
 class AttackUnit:
-    """One attack of a job: its name, budget (learned attacks) and seed."""
+    """One attack of a job: its name, budget (learned attacks), seed, and for one attempt of a
+    learned attack its settings: the adversary PPO's learning rate ``lr`` and entropy
+    coefficient ``ent`` (optimal, PA-AD), or RS+MAD's mixing weight ``ratio``."""
 
     name: str
     budget: int | None = None
     seed: int = 0
+    lr: float | None = None
+    ent: float | None = None
+    ratio: float | None = None
 
     @property
     def label(self) -> str:
-        """The key of its result in the record: ``rs``, ``rs:n=200000``, ``optimal:s=1``."""
+        """The key of its result in the record: ``rs``, ``rs:n=200000``, ``optimal:s=1``,
+        ``paad:s=2:lr=0.0001:ent=0.01``, ``rs+mad:rho=0.25``."""
+        settings = (("lr", self.lr), ("ent", self.ent), ("rho", self.ratio))
         return (self.name + ("" if self.budget is None else f":n={self.budget}")
-                + ("" if self.seed == 0 else f":s={self.seed}"))
+                + ("" if self.seed == 0 else f":s={self.seed}")
+                + "".join(f":{key}={value:g}" for key, value in settings if value is not None))
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "budget": self.budget, "seed": self.seed}
+        out = {"name": self.name, "budget": self.budget, "seed": self.seed}
+        out.update({k: v for k, v in (("lr", self.lr), ("ent", self.ent), ("ratio", self.ratio))
+                    if v is not None})
+        return out
 
 
 @dataclass(frozen=True)
@@ -147,8 +158,15 @@ def _pruning(method: str, scope: str, target: float, part: GridPart, agent_id: s
 
 
 def _attack_units(part: GridPart) -> tuple[AttackUnit, ...]:
-    return tuple(AttackUnit(name, part.budgets.get(name), part.attack_seed if name != "none"
-                            else 0) for name in part.attacks)
+    """One unit per attack, or one per listed attempt of a learned attack (``attempts``)."""
+    units = []
+    for name in part.attacks:
+        seed = part.attack_seed if name != "none" else 0
+        for attempt in part.attempts.get(name, ({},)):
+            units.append(AttackUnit(name, part.budgets.get(name), attempt.get("seed", seed),
+                                    attempt.get("lr"), attempt.get("ent"),
+                                    attempt.get("ratio")))
+    return tuple(units)
 
 
 # --------------------------------------------------------------------------------- running
@@ -285,12 +303,12 @@ def _evaluate(agent, config: dict, unit: AttackUnit, victim: Path, phases: dict,
     attack, info = None, None
     if unit.name != "none":
         start = time.perf_counter()
-        budget = AttackBudget()
+        budget = AttackBudget(adversary_lr=unit.lr, adversary_ent=unit.ent)
         if unit.budget is not None:
             field = "sarsa_samples" if unit.name in SARSA_ATTACKS else "adversary_steps"
-            budget = AttackBudget(**{field: unit.budget})
+            budget = replace(budget, **{field: unit.budget})
         attack = make_attack(unit.name, agent, config["eps"], config["norm"], seed=unit.seed,
-                             victim_path=victim, budget=budget)
+                             victim_path=victim, budget=budget, ratio=unit.ratio)
         info = attack.info
         if unit.name in (*SARSA_ATTACKS, *POLICY_ADVERSARIES):
             phases[f"attacker:{unit.label}"] = round(time.perf_counter() - start, 3)

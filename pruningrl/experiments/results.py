@@ -375,10 +375,10 @@ def stronger_attacks(table: list[dict], entries: list[dict]) -> list[dict]:
 def learned_attacks(table: list[dict]) -> list[dict]:
     """The learned policy adversaries (optimal attack, PA-AD) at each point where they ran.
 
-    One entry per (point, adversary): the strongest attempt (the lowest return; a weak first
-    attempt is retried with a new seed and twice the budget by the sweep), every attempt's
-    label and return in the order they ran (the first attempt, then its retry), and the
-    point's clean return.
+    One entry per (point, adversary): the strongest attempt (the lowest return), every
+    attempt's label and return (the grid's ``[attempts]``, and the sweep's retry of a weak
+    attempt with a new seed and twice the budget), ordered by attacker seed, their spread
+    (highest minus lowest return), and the point's clean return.
     """
     clean = {_point(r): r["mean_return"] for r in table if r["attack"] == "none"}
     attempts: dict[tuple, list[dict]] = defaultdict(list)
@@ -394,7 +394,8 @@ def learned_attacks(table: list[dict]) -> list[dict]:
                                             "finetune_lr", "attack", "eps")},
                     "mean_return": best["mean_return"], "label": best["attack_label"],
                     "clean_return": clean.get(key[:-1]),
-                    "attempts": {r["attack_label"]: r["mean_return"] for r in tried}})
+                    "attempts": {r["attack_label"]: r["mean_return"] for r in tried},
+                    "spread": max(r["mean_return"] for r in tried) - best["mean_return"]})
     return out
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pruningrl.attack_suite import AttackBudget
@@ -142,7 +142,7 @@ def retries(job: Job, measured: dict) -> list[AttackUnit]:
             continue
         if is_weak(clean["mean_return"], entry["mean_return"]):
             budget = 2 * (unit.budget or AttackBudget().adversary_steps)
-            out.append(AttackUnit(unit.name, budget, unit.seed + 1))
+            out.append(replace(unit, budget=budget, seed=unit.seed + 1))
     return out
 
 
