@@ -657,6 +657,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     )
 
     loaded = load_results(args.source)
+    if any(r["finetune_seed"] is not None for r in loaded["rows"]):
+        from pruningrl.experiments.replication import load_replication
+
+        loaded["replication"] = load_replication(args.source)
     if args.json:
         _emit(loaded, True, [])
         return 0
@@ -665,6 +669,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     if loaded["stronger_attacks"]:
         lines += ["with stronger attacks, where they ran:",
                   *format_stronger(loaded["stronger_attacks"]), ""]
+    if "replication" in loaded:
+        from pruningrl.experiments.replication import format_replication
+
+        lines += ["held-out replication:", *format_replication(loaded["replication"]), ""]
     lines += format_compute(loaded["compute_s"], loaded["cost_per_point"])
     _emit(loaded, False, lines)
     return 0

@@ -465,7 +465,8 @@ def _phase_order(name: str) -> tuple[str, int]:
 
 def load_results(name_or_dir: str) -> dict:
     """``{"rows", "sweet_spots", "stronger_attacks", "learned_attacks", "random_returns",
-    "compute_s", "cost_per_point", "out"}``.
+    "compute_s", "cost_per_point", "out"}``. A sweep whose points were fine-tuned with several
+    fine-tuning seeds gets no sweet spots: ``pruningrl.experiments.replication`` judges it.
 
     Given a grid (a shipped grid's name or a TOML file), a series is judged only once every
     point the grid asks of it is measured; given a bare folder, on the points it holds.
@@ -475,7 +476,9 @@ def load_results(name_or_dir: str) -> dict:
     table = rows(records)
     grid = _grid_of(name_or_dir)
     expected = expected_points(grid) if grid is not None else None
-    judged = sweet_spots(records, expected)
+    replicated = any(r["finetune_seed"] is not None for r in table)
+    # points fine-tuned several times are judged as a replication, not by the sweet-spot rule
+    judged = [] if replicated else sweet_spots(records, expected)
     return {"out": str(folder), "rows": table, "sweet_spots": judged,
             "learned_attacks": learned_attacks(table),
             "stronger_attacks": stronger_attacks(table, judged),

@@ -1,0 +1,151 @@
+"""A held-out replication: does a candidate sweet spot hold on training seeds that chose nothing?
+
+A replication grid (``pruningrl/grids/replication.toml``) fine-tunes every point, the dense
+controls included, once per fine-tuning seed f, on training seeds k that the exploratory grid
+never saw. For a candidate (task, variant, method, scope, sparsity s*) and an attack set:
+
+* score(s, k, f) = (c + a) / 2, the sweet-spot definition's score, with the clean and attacked
+  returns normalized by the random policy's return and the clean return of the dense control
+  of the same k and f; the attacked return is the worst over the attack set (every attempt);
+* the gain g(k, f) = score(s*, k, f) - score(0, k, f), and a seed's gain g(k) = mean over f;
+* the estimate is the mean of g(k) over training seeds, with a 95% percentile bootstrap
+  interval over training seeds (each resampled seed brings its fine-tuning runs);
+* the candidate *replicates* when the interval lies above 0; the rule of the definition
+  (``results.rule_verdict`` on the g(k)) is reported beside it;
+* the fine-tuning share is the within-seed share of the gains' variance, from a one-way
+  random-effects decomposition: s_w^2 = mean_k var_f g(k, f), s_b^2 = max(0, var_k g(k) -
+  s_w^2 / n_f), share = s_w^2 / (s_w^2 + s_b^2).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from pruningrl.experiments.results import random_returns, results_dir, rows, rule_verdict
+from pruningrl.experiments.store import RecordStore
+
+CHEAP = ("random", "critic", "mad")
+#: the attack sets a candidate is judged under: the cheap attacks, then with PA-AD
+ATTACK_SETS = {"cheap": CHEAP, "cheap+paad": (*CHEAP, "paad")}
+BOOTSTRAP = 10_000
+
+
+def bootstrap_interval(values: list[float], resamples: int = BOOTSTRAP,
+                       seed: int = 0) -> tuple[float, float]:
+    """The 95% percentile bootstrap interval of the mean of ``values``."""
+    data = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, len(data), (resamples, len(data)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def finetune_share(gains: dict[int, list[float]]) -> float | None:
+    """The within-seed (fine-tuning) share of the variance of g(k, f), or None if undefined."""
+    runs = [v for v in gains.values() if len(v) > 1]
+    if len(runs) < 2:
+        return None
+    within = float(np.mean([np.var(v, ddof=1) for v in runs]))
+    per_seed = [float(np.mean(v)) for v in runs]
+    between = max(0.0, float(np.var(per_seed, ddof=1)) - within / len(runs[0]))
+    total = within + between
+    return within / total if total > 0 else None
+
+
+def _returns(table: list[dict]) -> dict[tuple, dict[str, float]]:
+    """(task, variant, method, scope, sparsity, k, f) -> attack -> the worst mean return."""
+    out: dict[tuple, dict[str, float]] = defaultdict(dict)
+    for r in table:
+        key = (r["env_id"], r["variant"], r["method"], r["scope"], r["target_sparsity"],
+               r["seed"], r["finetune_seed"])
+        out[key][r["attack"]] = min(out[key].get(r["attack"], np.inf), r["mean_return"])
+    return out
+
+
+def _score(point: dict[str, float], control: dict[str, float], random_return: float,
+           attacks: tuple[str, ...]) -> float | None:
+    if "none" not in point or "none" not in control or any(a not in point for a in attacks):
+        return None
+    scale = control["none"] - random_return
+    clean = (point["none"] - random_return) / scale
+    attacked = (min(point[a] for a in attacks) - random_return) / scale
+    return (clean + attacked) / 2
+
+
+def judge_candidate(returns: dict, random_return: float, candidate: tuple,
+                    attacks: tuple[str, ...]) -> dict:
+    """One candidate under one attack set: per-run gains, the estimate and the verdicts."""
+    env, variant, method, scope, target = candidate
+    # every run of the candidate or of its dense controls: a run missing either is missing
+    runs = {key[5:] for key in returns
+            if key[:5] in (candidate, (env, variant, "dense", None, 0.0))}
+    gains: dict[int, list[float]] = defaultdict(list)
+    missing = 0
+    for k, f in sorted(runs):
+        control = returns.get((env, variant, "dense", None, 0.0, k, f), {})
+        score = _score(returns.get((*candidate, k, f), {}), control, random_return, attacks)
+        zero = _score(control, control, random_return, attacks)
+        if score is None or zero is None:
+            missing += 1
+            continue
+        gains[k].append(score - zero)
+    out = {"env_id": env, "variant": variant, "method": method, "scope": scope,
+           "sparsity": target, "attacks": list(attacks), "runs": sum(map(len, gains.values())),
+           "seeds": sorted(gains)}
+    if missing or len(gains) < 2:
+        return {**out, "verdict": "incomplete",
+                "reason": f"{missing} runs lack a measurement" if missing else "under 2 seeds"}
+    per_seed = [float(np.mean(gains[k])) for k in sorted(gains)]
+    low, high = bootstrap_interval(per_seed)
+    return {**out, "gain_per_seed": per_seed, "gain_runs": {str(k): gains[k] for k in gains},
+            "gain_mean": float(np.mean(per_seed)), "interval": [low, high],
+            "verdict": "replicated" if low > 0 else "not replicated",
+            "rule_verdict": rule_verdict(target, per_seed),
+            "finetune_share": finetune_share(gains)}
+
+
+def replication(records: list[dict]) -> list[dict]:
+    """Every candidate of a replication sweep (each pruned series point), under each attack set
+    its records measured at every run."""
+    table = [r for r in rows(records) if r["finetune_seed"] is not None]
+    returns = _returns(table)
+    r_rand = random_returns(records)
+    candidates = sorted({key[:5] for key in returns if key[2] != "dense"}, key=str)
+    measured = {r["attack"] for r in table}
+    out = []
+    for candidate in candidates:
+        episodes = next(r["episodes"] for r in table if r["env_id"] == candidate[0])
+        random_return = r_rand.get((candidate[0], episodes))
+        if random_return is None:
+            out.append({"env_id": candidate[0], "verdict": "incomplete",
+                        "reason": "no random-policy return for this task"})
+            continue
+        for name, attacks in ATTACK_SETS.items():
+            if set(attacks) <= measured:
+                out.append({"attack_set": name,
+                            **judge_candidate(returns, random_return, candidate, attacks)})
+    return out
+
+
+def load_replication(name_or_dir: str) -> list[dict]:
+    """``replication`` of a sweep's records (a results folder, or a grid's shipped results)."""
+    return replication(RecordStore(results_dir(name_or_dir)).records())
+
+
+def format_replication(entries: list[dict]) -> list[str]:
+    """One line per candidate and attack set: the mean gain, its interval and the verdicts."""
+    lines = []
+    for e in entries:
+        name = (f"{e['env_id']} {e.get('variant', '')} {e.get('method', '')} "
+                f"({e.get('scope')}) {e.get('sparsity', '')} [{e.get('attack_set', '')}]")
+        if e["verdict"] == "incomplete":
+            lines.append(f"{name}: incomplete ({e['reason']})")
+            continue
+        share = e["finetune_share"]
+        lines.append(f"{name}: gain {e['gain_mean']:+.3f}, 95% interval "
+                     f"[{e['interval'][0]:+.3f}, {e['interval'][1]:+.3f}] over "
+                     f"{len(e['seeds'])} seeds: {e['verdict']} (rule: {e['rule_verdict']}; "
+                     f"fine-tuning share {'n/a' if share is None else f'{share:.0%}'})")
+    return lines

@@ -1,0 +1,83 @@
+"""The held-out replication's analysis, on synthetic records with known gains."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pruningrl.experiments.replication import (
+    bootstrap_interval,
+    finetune_share,
+    format_replication,
+    replication,
+)
+
+CLEAN = 100.0
+
+
+def _records(gains: dict[int, list[float]], pa_ad: bool = False) -> list[dict]:
+    """A random policy returning 0; per training seed k and fine-tuning seed f a dense control
+    at score 0.5 (clean 100, attacked 0) and a pruned point whose score is 0.5 + gain."""
+    records = [{"id": "r", "status": "done", "config": {"kind": "random_policy",
+                "env_id": "T", "episodes": 1}, "result": {"attacks": {"none": {"returns": [0.0]}}}}]
+    for k, per_f in gains.items():
+        for f, gain in enumerate(per_f):
+            for s, attacked in ((0.0, 0.0), (0.3, 2 * gain * CLEAN)):
+                attacks = {"none": {"returns": [CLEAN]}, "random": {"returns": [CLEAN]},
+                           "critic": {"returns": [attacked + 5]}, "mad": {"returns": [attacked]}}
+                if pa_ad:  # PA-AD, two attempts: the worst takes everything
+                    attacks.update({"paad:n=5": {"returns": [attacked / 2]},
+                                    "paad:n=5:s=1:lr=0.0001": {"returns": [0.0]}})
+                records.append({"id": f"{s}-{k}-{f}", "status": "done", "config": {
+                    "kind": "prune", "env_id": "T", "variant": "ppo", "seed": k,
+                    "method": "dense" if s == 0 else "magnitude",
+                    "scope": None if s == 0 else "global", "target_sparsity": s,
+                    "finetune_steps": 1, "finetune_seed": f, "eps": 0.1, "norm": "inf",
+                    "episodes": 1}, "result": {
+                    "sparsity": s, "layer_sparsity": [s], "certified_tv": 0.5,
+                    "certified_radius": 0.1, "local_tv": 0.1, "lipschitz": 1.0,
+                    "constant_policy": False, "discrete": False, "attacks": attacks}})
+    return records
+
+
+def test_a_real_gain_replicates_and_its_interval_is_the_bootstrap_of_the_seed_means():
+    gains = {3: [0.10, 0.12], 4: [0.08, 0.10], 5: [0.11, 0.09], 6: [0.12, 0.14]}
+    [entry] = replication(_records(gains))
+    per_seed = [np.mean(v) for v in gains.values()]
+    assert entry["attack_set"] == "cheap" and entry["verdict"] == "replicated"
+    assert entry["gain_per_seed"] == pytest.approx(per_seed)
+    assert entry["gain_mean"] == pytest.approx(np.mean(per_seed))
+    assert entry["interval"] == pytest.approx(list(bootstrap_interval(per_seed)))
+    assert entry["rule_verdict"] == "sweet spot" and entry["seeds"] == [3, 4, 5, 6]
+
+
+def test_a_gain_that_flips_sign_across_seeds_does_not_replicate():
+    gains = {3: [0.2, 0.1], 4: [-0.2, -0.1], 5: [0.1, 0.0], 6: [-0.15, -0.05]}
+    [entry] = replication(_records(gains))
+    assert entry["verdict"] == "not replicated" and entry["interval"][0] < 0
+
+
+def test_pa_ad_is_judged_as_a_second_attack_set_over_its_worst_attempt():
+    gains = {3: [0.1, 0.1], 4: [0.1, 0.1], 5: [0.1, 0.1]}
+    entries = replication(_records(gains, pa_ad=True))
+    assert [e["attack_set"] for e in entries] == ["cheap", "cheap+paad"]
+    # the second PA-AD attempt takes everything from both the control and the pruned point
+    assert entries[1]["gain_mean"] == pytest.approx(0.0)
+    assert entries[1]["verdict"] == "not replicated"
+    assert any("replicated" in line for line in format_replication(entries))
+
+
+def test_a_missing_run_leaves_the_candidate_incomplete():
+    records = [r for r in _records({3: [0.1, 0.1], 4: [0.1, 0.1]}) if r["id"] != "0.3-4-1"]
+    records[-1]["result"]["attacks"].pop("mad")  # and a control without one attack
+    [entry] = replication(records)
+    assert entry["verdict"] == "incomplete"
+
+
+def test_the_fine_tuning_share_separates_within_from_between_seed_variation():
+    assert finetune_share({3: [0.1, 0.3], 4: [0.1, 0.3], 5: [0.1, 0.3]}) == pytest.approx(1.0)
+    assert finetune_share({3: [0.1, 0.1], 4: [0.3, 0.3], 5: [0.5, 0.5]}) == pytest.approx(0.0)
+    rng = np.random.default_rng(0)  # equal components: a share near one half
+    runs = {k: list(u + rng.normal(0, 1, 2)) for k, u in enumerate(rng.normal(0, 1, 400))}
+    assert 0.35 < finetune_share(runs) < 0.65
+    assert finetune_share({3: [0.1]}) is None
