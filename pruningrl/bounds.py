@@ -624,10 +624,11 @@ def certified_action_deviation(
 
 def certified_action(
     policy: nn.Module | MLPView, eps: float | torch.Tensor, norm: str | float = "inf",
-    states: torch.Tensor | None = None, method: str = "crown",
+    states: torch.Tensor | None = None, method: str = "crown", margin: float = 0.0,
 ) -> torch.Tensor:
     """Per state, whether the most likely action a = argmax z(s) provably stays the argmax over
-    the ball: min_{j != a} lower(z_a - z_j) > 0 (bool tensor)."""
+    the ball: min_{j != a} lower(z_a - z_j) > margin (bool tensor). A positive ``margin``
+    leaves room for the rounding of a float32 forward pass (the bounds are float64)."""
     view, p = mlp_view(policy), parse_norm(norm)
     if view.kind != "categorical":
         raise ValueError("the certified action is for categorical policies (discrete actions); "
@@ -639,7 +640,7 @@ def certified_action(
     chosen = _outputs(view, x).argmax(-1)
     spec = pairwise_spec(n).view(n, n - 1, n)  # rows grouped by i: z_i - z_j, j != i
     margins, _ = output_box(_network(view), x, eps, p, method, spec[chosen])
-    return margins.amin(-1) > 0
+    return margins.amin(-1) > margin
 
 
 def expected_certified_tv(
