@@ -107,6 +107,7 @@ def mlp_view(
     module: nn.Module | MLPView,
     kind: str | None = None,
     log_std: float | torch.Tensor | None = None,
+    differentiable: bool = False,
 ) -> MLPView:
     """Read a policy (or a bare ``nn.Sequential``) as an MLP of Linear layers.
 
@@ -115,6 +116,8 @@ def mlp_view(
     Weights are read through ``layer.weight``, so masks from ``torch.nn.utils.prune`` count.
     A bare ``nn.Sequential`` is read as ``kind`` ("raw" by default; "categorical"; or
     "gaussian" with ``log_std``, a number or one per output). A view passes through unchanged.
+    ``differentiable``: the weights and biases stay attached to the module's parameters, so a
+    bound computed from the view can be backpropagated (certified training).
     """
     if isinstance(module, MLPView):
         if kind is not None or log_std is not None:
@@ -138,13 +141,13 @@ def mlp_view(
             "(another library's agent: convert it with pruningrl.interop, or load its file "
             "with pruningrl.zoo.load)"
         )
-    weights, biases, activation = _read_layers(list(net.children()))
+    weights, biases, activation = _read_layers(list(net.children()), not differentiable)
     if kind == "gaussian" and scale is None:
         scale = _gaussian_scale(log_std, weights[-1].shape[0])
     return MLPView(tuple(weights), tuple(biases), activation, scale, kind)
 
 
-def _read_layers(children: list[nn.Module]) -> tuple[list, list, str | None]:
+def _read_layers(children: list[nn.Module], detach: bool = True) -> tuple[list, list, str | None]:
     """Weights, biases (float64) and the one activation of ``Linear, act, ..., Linear``."""
     if not children:
         raise ValueError("cannot certify an empty network")
@@ -157,12 +160,14 @@ def _read_layers(children: list[nn.Module]) -> tuple[list, list, str | None]:
                     f"layer {position} is {type(child).__name__}, expected nn.Linear: the "
                     "network must alternate Linear layers and elementwise activations"
                 )
-            weight = effective_weight(child).detach().to(torch.float64)
+            weight = effective_weight(child).to(torch.float64)
             bias = (
-                child.bias.detach().to(torch.float64)
+                child.bias.to(torch.float64)
                 if child.bias is not None
                 else torch.zeros(weight.shape[0], dtype=torch.float64)
             )
+            if detach:
+                weight, bias = weight.detach(), bias.detach()
             if weights and weight.shape[1] != weights[-1].shape[0]:
                 raise ValueError(f"layer {position} does not fit the previous layer's width")
             weights.append(weight)

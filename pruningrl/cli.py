@@ -1,7 +1,7 @@
 """The command line: ``python -m pruningrl COMMAND ...``.
 
     agents    [--json]                               list the shipped agents
-    train     --env ENV [--steps N] [--seed S] [--sa-reg K [--eps E]] --out PATH
+    train     --env ENV [--steps N] [--seed S] [--sa-reg K [--eps E] [--sa-method M]] --out PATH
     evaluate  --agent A [--episodes N] [--seed S] [--stochastic] [--attack NAME [--eps E]
               [--norm inf|2] [--attack-budget N]] [--json]
     prune     --agent A --method random|magnitude|gradual|micro --sparsity X [--scope S]
@@ -186,6 +186,9 @@ def _add_train(sub) -> None:
                        help="SA-PPO regularizer weight kappa (0: plain PPO)")
     train.add_argument("--eps", type=_nonnegative_float, default=None,
                        help="SA-PPO radius (default: the task's attack eps)")
+    train.add_argument("--sa-method", choices=("sgld", "pgd", "convex"), default=None,
+                       help="SA-PPO's inner solver: SGLD (default) or PGD from below, or a "
+                            "convex relaxation (CROWN-IBP) from above: the sappo-convex variant")
     train.add_argument("--prune-method", choices=("gradual", "micro"), default=None,
                        help="prune during training with this schedule")
     train.add_argument("--sparsity", type=_sparsity, default=None, help="final sparsity")
@@ -325,8 +328,11 @@ def _train_plan(args: argparse.Namespace) -> tuple:
         if eps is None or eps <= 0:
             raise UsageError(f"--sa-reg needs --eps for {args.env} (no literature default)")
         settings.update(sa_reg=args.sa_reg, sa_eps=eps)
-    elif args.eps is not None:
-        raise UsageError("--eps is the SA-PPO radius: give it with --sa-reg")
+        if args.sa_method is not None:
+            settings["sa_method"] = args.sa_method
+    elif args.eps is not None or args.sa_method is not None:
+        raise UsageError("--eps and --sa-method set the SA-PPO regularizer: give them with "
+                         "--sa-reg")
     hooks, extra = [], None
     if args.prune_method is not None:
         if args.sparsity is None:

@@ -16,8 +16,10 @@ with generalized advantage estimation (Schulman et al. 2016),
 where a time-limit truncation is not a terminal state: its reward is bootstrapped,
 r_t <- r_t + gamma V(s_final). D is ||Sigma^{-1/2}(mu(s') - mu(s))||^2 for a Gaussian policy
 (twice the KL of two Gaussians with the same Sigma) and KL(pi(.|s) || pi(.|s')) for a categorical
-one (Zhang et al. 2020). The inner maximum is found by PGD or SGLD on the normalized state, and
-eps grows linearly from 0 over the first ``sa_ramp`` of training, as in SA-PPO.
+one (Zhang et al. 2020). The inner maximum is found by PGD or SGLD on the normalized state, or
+bounded from above by a convex relaxation of the network (``sa_method="convex"``, SA-PPO's
+convex variant: ``pruningrl.certified_training``), and eps grows linearly from 0 over the first
+``sa_ramp`` of training, as in SA-PPO.
 
 The defaults are SA-PPO's MuJoCo settings (Zhang et al. 2020): 2048 samples per iteration,
 10 epochs, 32 minibatches, clip 0.2, gamma 0.99, lambda 0.95, 64-64 tanh networks,
@@ -42,6 +44,7 @@ from torch import nn
 
 from pruningrl.agent import Agent, _atomic_write, _attach_masks, clone_policy, save_agent
 from pruningrl.balls import ascent_direction, project_to_ball, random_in_ball
+from pruningrl.certified_training import convex_sa_regularizer
 from pruningrl.envs import EnvSpec, VectorEnv, check_env_id, check_seed, env_spec
 from pruningrl.gradients import NumpyGradients, NumpyMLP, divergence_gradients
 from pruningrl.normalization import ObservationNormalizer, RewardScaler
@@ -54,6 +57,9 @@ from pruningrl.policies import (
     refresh_pruned_weights,
 )
 from pruningrl.reproducibility import code_version, seed_everything
+
+#: the SA regularizer's inner solvers: ascent from below (PGD, SGLD) or a bound from above
+SA_METHODS = ("pgd", "sgld", "convex")
 
 
 @dataclass
@@ -119,7 +125,9 @@ class PPOConfig:
 
     @property
     def variant(self) -> str:
-        return "sappo" if self.sa_reg > 0 else "ppo"
+        if self.sa_reg == 0:
+            return "ppo"
+        return "sappo-convex" if self.sa_method == "convex" else "sappo"
 
     def validate(self) -> PPOConfig:
         """Raise a one-line ``ValueError`` for an impossible configuration."""
@@ -140,8 +148,9 @@ class PPOConfig:
             raise ValueError(f"sa_reg and sa_eps must be >= 0, got {self.sa_reg}, {self.sa_eps}")
         if self.sa_reg > 0 and self.sa_eps == 0:
             raise ValueError("the SA regularizer (sa_reg > 0) needs a positive sa_eps")
-        if self.sa_method not in ("pgd", "sgld"):
-            raise ValueError(f"unknown sa_method {self.sa_method!r}; use 'pgd' or 'sgld'")
+        if self.sa_method not in SA_METHODS:
+            raise ValueError(f"unknown sa_method {self.sa_method!r}; use one of "
+                             f"{', '.join(SA_METHODS)}")
         if not 0 <= self.sa_ramp <= 1:
             raise ValueError(f"sa_ramp must lie in [0, 1], got {self.sa_ramp}")
         return self
@@ -608,7 +617,9 @@ def _autograd_minibatch(
     loss = loss + config.vf_coef * 0.5 * (run.value(obs) - b_ret[idx]).pow(2).mean()
     if config.ent_coef:
         loss = loss - config.ent_coef * entropy
-    if config.sa_reg > 0 and sa_eps > 0:
+    if config.sa_reg > 0 and sa_eps > 0 and config.sa_method == "convex":
+        loss = loss + config.sa_reg * convex_sa_regularizer(policy, obs, sa_eps, config.sa_norm)
+    elif config.sa_reg > 0 and sa_eps > 0:
         loss = loss + config.sa_reg * sa_regularizer(
             policy, obs, sa_eps, config.sa_norm, config.sa_steps,
             config.sa_method, run.generator)
@@ -626,7 +637,10 @@ def _update(run: _Run, buf: _Rollout, advantages: torch.Tensor, returns: torch.T
     batch = (b_obs, b_act, buf.logp.reshape(-1), advantages.reshape(-1), returns.reshape(-1))
     sa_eps = _sa_eps(config, run.iteration)
     size = config.minibatch_size
-    if config.analytic_gradients:  # numpy views of this iteration's parameters and masks
+    # the closed-form gradients cover PPO and the SGLD/PGD regularizer; the convex one is a
+    # bound's backward pass, so it runs through autograd
+    analytic = config.analytic_gradients and config.sa_method != "convex"
+    if analytic:  # numpy views of this iteration's parameters and masks
         fast = NumpyGradients(run.policy, run.value)
         fast.attach()
         n_batch = tuple(x.numpy() for x in batch)
@@ -634,7 +648,7 @@ def _update(run: _Run, buf: _Rollout, advantages: torch.Tensor, returns: torch.T
         perm = torch.randperm(config.steps_per_iteration, generator=run.generator)
         for k in range(config.minibatches):
             idx = perm[k * size:(k + 1) * size]
-            if config.analytic_gradients:
+            if analytic:
                 _analytic_minibatch(run, fast, n_batch, idx.numpy(), sa_eps)
             else:
                 _autograd_minibatch(run, batch, idx, sa_eps)
