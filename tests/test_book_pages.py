@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 import pytest
-from browser_support import ROOT, built_book, chromium_driver, toc_files
+from book_support import ROOT, built_book, chromium_driver, toc_files
 
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 WIDTH, SCREEN = 1400, 900

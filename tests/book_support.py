@@ -1,10 +1,10 @@
-"""What the browser tests share: headless Chromium, offline, on a fresh build of the book.
+"""What the book tests share: its table of contents, a fresh build, and headless Chromium.
 
 ``chromium_driver`` opens Chromium with every host name unresolvable, so any request for a
 resource outside the machine fails and shows in the console. ``built_book`` builds the book
 (``jupyter-book build -W -n --keep-going``) when the HTML is missing or older than any source
-of it. Tests skip, saying why, where no Chromium, chromedriver or Selenium is installed (CI
-installs them: scripts/install_browser.sh).
+of it. Tests skip, saying why, where no Chromium, chromedriver or Selenium is installed
+(scripts/install_browser.sh installs them).
 """
 
 from __future__ import annotations
