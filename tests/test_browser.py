@@ -4,8 +4,8 @@ Builds the book if it is missing or older than its sources, opens the explorer p
 file system with every host name unresolvable, moves the sparsity slider with the keyboard
 and checks that the figures changed, that nothing was loaded from outside the machine and that
 the console holds no error. A screenshot is saved under _build/ for a person to look at.
-Skips, saying why, where no Chromium, chromedriver or Selenium is installed (scripts/install_browser.sh
-installs them).
+Skips, saying why, where no Chromium, chromedriver or Selenium is installed
+(scripts/install_browser.sh installs them).
 """
 
 from __future__ import annotations
