@@ -10,7 +10,8 @@ host name unresolvable, waits for MathJax to typeset, saves a full-page screensh
 * maths that never typeset (MathJax missing, e.g. loaded from a CDN the page cannot reach);
 * an error in the console, or a request for a resource outside the machine;
 * an output or a code block wider than the content column (cut off, or scrolled sideways),
-  and a figure shrunk to fit it (its fonts shrink with it);
+  and a figure drawn by a cell (at 100 dpi) shrunk to fit it, since its fonts shrink with it
+  (the static figures under book/figures are drawn at a higher resolution on purpose);
 * a page of the sweet-spot part longer than about eight screens.
 """
 
@@ -89,7 +90,7 @@ const column = (document.querySelector('.bd-article') || main).getBoundingClient
 const beyond = [...document.querySelectorAll('.cell_output *')]
   .filter(e => e.getBoundingClientRect().right > column.right + 2 && e.offsetParent)
   .map(e => e.tagName + ': ' + (e.innerText || e.getAttribute('alt') || '').slice(0, 40));
-const shrunk = [...document.querySelectorAll('.cell_output img, figure img')]
+const shrunk = [...document.querySelectorAll('.cell_output img')]
   .filter(i => i.naturalWidth > 0 && i.clientWidth < i.naturalWidth * arguments[0])
   .map(i => `${i.naturalWidth} px drawn, ${i.clientWidth} px shown`);
 const resources = performance.getEntriesByType('resource').map(e => e.name)

@@ -80,7 +80,7 @@ def markdown(path: Path) -> str:
 
 @pytest.mark.parametrize("path", toc_notebooks(), ids=lambda p: p.name)
 def test_setup_cells_are_out_of_the_readers_way(path: Path):
-    """The Colab and seeding cells are hidden (chapter 0 folds them, the others remove them)."""
+    """The Colab and seeding cells are hidden from the page (the notebook keeps them)."""
     for cell in code_cells(path)[:2]:
         tags = set(cell.get("metadata", {}).get("tags", []))
         assert tags & {"remove-input", "hide-input"}, f"{path.name}: a setup cell is shown"
