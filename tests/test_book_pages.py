@@ -26,7 +26,7 @@ from book_support import ROOT, built_book, chromium_driver, toc_files
 SCREENSHOTS = ROOT / "_build" / "screenshots"
 WIDTH, SCREEN = 1400, 900
 #: the longest page, in screens of WIDTH x SCREEN px, of the chapter split into pages
-MAX_SCREENS = {"notebooks/09_": 8.5}
+MAX_SCREENS = {"notebooks/09": 8.5}
 #: a figure shown below this fraction of its drawn width has visibly smaller fonts
 MIN_FIGURE_SCALE = 0.95
 RAW_TEX = re.compile(r"\$\$|\\\(|\\\)|\\\[|\\\]|\\begin|\\[A-Za-z]{2,}")
