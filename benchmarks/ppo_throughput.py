@@ -8,7 +8,8 @@ gamma 0.99, lambda 0.95, 64-64 tanh networks, observations and rewards normalize
 10 (SB3 through VecNormalize), for the same number of samples, one after the other on an
 otherwise idle machine. Printed: samples/s of each, the ratios against SB3 with its default single
 env and with 8 envs (and of our SA-PPO, which SB3 does not have, against SB3's plain PPO: the
-regularizer's cost), and each trainer's samples/s as a fraction of the environment-only limit
+regularizer's cost; and of its convex variant against the SGLD one and plain PPO), and each
+trainer's samples/s as a fraction of the environment-only limit
 (random actions on raw Hopper-v5 envs, one process per core). Not a timed test: a report.
 """
 
@@ -54,10 +55,12 @@ def env_only_rate(seconds: float, processes: int) -> float:
     return float(sum(rates))
 
 
-def ours(samples: int, num_envs: int, workers: int, sa_reg: float = 0.0) -> float:
+def ours(samples: int, num_envs: int, workers: int, sa_reg: float = 0.0,
+         sa_method: str = "sgld") -> float:
     from pruningrl.ppo import PPOConfig, train
 
-    sa = {"sa_reg": sa_reg, "sa_eps": 0.075, "sa_ramp": 0.0} if sa_reg else {}
+    sa = ({"sa_reg": sa_reg, "sa_eps": 0.075, "sa_ramp": 0.0, "sa_method": sa_method}
+          if sa_reg else {})
     config = PPOConfig(env_id="Hopper-v5", total_steps=samples, num_envs=num_envs,
                        num_workers=workers, checkpoint_every=10**9, **sa)
     start = time.perf_counter()
@@ -105,6 +108,9 @@ def main() -> int:
     rows["pruningrl_1env"] = ours(args.samples, 1, 0)
     # SA-PPO (kappa 0.1, eps 0.075 from the first update, 10 SGLD steps per minibatch)
     rows["pruningrl_sappo_8envs_2workers"] = ours(args.samples, 8, 2, sa_reg=0.1)
+    # SA-PPO's convex variant: a CROWN-IBP bound and its backward pass per minibatch
+    rows["pruningrl_sappo_convex_8envs_2workers"] = ours(args.samples, 8, 2, sa_reg=0.1,
+                                                         sa_method="convex")
     rows["sb3_1env"] = sb3(args.samples, 1)
     rows["sb3_8envs"] = sb3(args.samples, 8)
     best = max(rows["pruningrl_8envs_inprocess"], rows["pruningrl_8envs_2workers"])
@@ -116,6 +122,11 @@ def main() -> int:
         "ratio_1env_layout_vs_sb3_1env": round(rows["pruningrl_1env"] / rows["sb3_1env"], 2),
         "ratio_sappo_vs_sb3_1env": round(rows["pruningrl_sappo_8envs_2workers"]
                                          / rows["sb3_1env"], 2),
+        "ratio_sappo_convex_vs_sappo_sgld": round(
+            rows["pruningrl_sappo_convex_8envs_2workers"]
+            / rows["pruningrl_sappo_8envs_2workers"], 2),
+        "ratio_sappo_convex_vs_ppo": round(rows["pruningrl_sappo_convex_8envs_2workers"]
+                                           / rows["pruningrl_8envs_2workers"], 2),
         "fraction_of_env_only_limit_2cores": round(best / rows["env_only_2cores"], 3),
         "torch": torch.__version__,
     }
@@ -125,7 +136,8 @@ def main() -> int:
         for key, value in report["samples_per_s"].items():
             print(f"{key:32s} {value:9.1f} samples/s")
         for key in ("ratio_vs_sb3_1env", "ratio_vs_sb3_8envs", "ratio_1env_layout_vs_sb3_1env",
-                    "ratio_sappo_vs_sb3_1env", "fraction_of_env_only_limit_2cores"):
+                    "ratio_sappo_vs_sb3_1env", "ratio_sappo_convex_vs_sappo_sgld",
+                    "ratio_sappo_convex_vs_ppo", "fraction_of_env_only_limit_2cores"):
             print(f"{key:36s} {report[key]}")
     return 0
 
