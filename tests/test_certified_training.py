@@ -100,7 +100,7 @@ def test_the_regularizer_is_zero_at_radius_zero_and_a_step_on_it_lowers_it(kind)
     grads = [p.grad for p in policy.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     optimizer.step()
-    assert float(convex_sa_regularizer(policy, states, 0.1)) < float(before)
+    assert float(convex_sa_regularizer(policy, states, 0.1).detach()) < float(before.detach())
 
 
 def test_the_convex_variant_trains_and_is_named():
