@@ -136,8 +136,8 @@ class NumpyGradients:
     """The trainer's fast path: d loss / d theta for an actor-critic, in numpy.
 
     Gradient buffers are float32 arrays whose memory the parameters' ``.grad`` tensors share
-    (``attach``), so ``zero``, ``add_ppo``, ``add_sa`` and ``clip`` are followed directly by
-    ``optimizer.step()``. Build a new one whenever pruning masks change.
+    (``attach``), so ``zero``, ``add_ppo``, ``add_sa`` (or ``add_autograd``) and ``clip`` are
+    followed directly by ``optimizer.step()``. Build a new one whenever pruning masks change.
     """
 
     def __init__(self, policy: Policy, value: nn.Module | None = None) -> None:
@@ -219,6 +219,15 @@ class NumpyGradients:
         self.actor.backward(worst, weights, scale * grad_worst)
         self.actor.backward(clean, weights, scale * grad_clean)
         return float(divergence.mean())
+
+    def add_autograd(self, loss: torch.Tensor) -> None:
+        """Add d loss / d theta, by autograd, for a scalar ``loss`` of the parameters (a term
+        with no closed form here, such as a certified bound's backward pass)."""
+        params = [p for p in self.buffers if p.requires_grad]
+        for param, grad in zip(params, torch.autograd.grad(loss, params, allow_unused=True),
+                               strict=True):
+            if grad is not None:
+                self.buffers[param] += grad.numpy()
 
     def clip(self, max_norm: float) -> float:
         """Scale all gradients by min(1, max_norm / (||g||_2 + 1e-6)), as

@@ -593,7 +593,11 @@ def _analytic_minibatch(
     fast.zero()
     fast.add_ppo(obs, n_act[rows], n_logp[rows], adv, n_ret[rows],
                  config.clip_coef, config.vf_coef, config.ent_coef)
-    if config.sa_reg > 0 and sa_eps > 0:
+    if config.sa_reg > 0 and sa_eps > 0 and config.sa_method == "convex":
+        # the bound has no closed-form gradient here: its backward pass, by autograd
+        fast.add_autograd(config.sa_reg * convex_sa_regularizer(
+            run.policy, torch.from_numpy(obs), sa_eps, config.sa_norm))
+    elif config.sa_reg > 0 and sa_eps > 0:
         attacked = worst_case_states(
             run.policy, torch.from_numpy(obs), sa_eps, config.sa_norm,
             config.sa_steps, config.sa_method, run.generator)
@@ -637,9 +641,7 @@ def _update(run: _Run, buf: _Rollout, advantages: torch.Tensor, returns: torch.T
     batch = (b_obs, b_act, buf.logp.reshape(-1), advantages.reshape(-1), returns.reshape(-1))
     sa_eps = _sa_eps(config, run.iteration)
     size = config.minibatch_size
-    # the closed-form gradients cover PPO and the SGLD/PGD regularizer; the convex one is a
-    # bound's backward pass, so it runs through autograd
-    analytic = config.analytic_gradients and config.sa_method != "convex"
+    analytic = config.analytic_gradients
     if analytic:  # numpy views of this iteration's parameters and masks
         fast = NumpyGradients(run.policy, run.value)
         fast.attach()
