@@ -811,3 +811,11 @@ def test_a_job_without_its_agent_gets_new_units_only_where_it_can_be_remade(smok
     summary = run_sweep(SMOKE, out, "local", jobs=1, progress=False)
     assert summary.jobs_without_agent == 1
     assert store.read(record["id"]) == record  # untouched
+
+
+def test_the_strong_attack_stage_only_adds_attacks_to_the_sweet_spot_grids_jobs():
+    """Its records join the sweet-spot grid's: every job it plans is one of that grid's."""
+    strong = expand(load_grid("strong-attacks"))
+    assert {job.id for job in strong} <= {job.id for job in expand(load_grid("sweet-spot"))}
+    learned = {u.label for job in strong for u in job.attacks if u.name in ("paad", "optimal")}
+    assert "paad:n=500000:s=1:lr=0.0001" in learned and "optimal:n=1000000:s=2:ent=0.01" in learned
