@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 from pruningrl.output_bounds import METHODS as OUTPUT_METHODS
-from pruningrl.output_bounds import Network, activate, ibp, output_box
+from pruningrl.output_bounds import Network, forward, ibp, output_box
 from pruningrl.policies import CategoricalPolicy, GaussianPolicy, effective_weight
 
 Kind = Literal["gaussian", "categorical", "raw"]
@@ -569,9 +569,7 @@ def _network(view: MLPView) -> Network:
 
 def _outputs(view: MLPView, x: torch.Tensor) -> torch.Tensor:
     """z(x) of the view, float64."""
-    for weight, bias in zip(view.weights[:-1], view.biases[:-1], strict=True):
-        x = activate(x @ weight.T + bias, view.activation)
-    return x @ view.weights[-1].T + view.biases[-1]
+    return forward(_network(view), x)
 
 
 def pairwise_spec(n: int) -> torch.Tensor:

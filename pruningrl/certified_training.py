@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from pruningrl.bounds import mlp_view, pairwise_spec, parse_norm
-from pruningrl.output_bounds import Network, crown_ibp_box
+from pruningrl.output_bounds import Network, crown_ibp_box, forward
 from pruningrl.policies import CategoricalPolicy, GaussianPolicy
 
 Policy = GaussianPolicy | CategoricalPolicy
@@ -35,7 +35,7 @@ def divergence_bound(policy: Policy, states: torch.Tensor, eps: float,
     view = mlp_view(policy, differentiable=True)
     net, p = Network(view.weights, view.biases, view.activation), parse_norm(norm)
     x = states.detach().to(torch.float64)
-    z = _forward(net, x)
+    z = forward(net, x)
     if view.kind == "gaussian":
         low, high = crown_ibp_box(net, x, eps, p)
         deviation = torch.maximum(high - z, z - low)
@@ -56,10 +56,3 @@ def convex_sa_regularizer(policy: Policy, states: torch.Tensor, eps: float,
     """mean_s of ``divergence_bound``: SA-PPO's convex regularizer (without kappa), float32."""
     return divergence_bound(policy, states, eps, norm).mean().to(torch.float32)
 
-
-def _forward(net: Network, x: torch.Tensor) -> torch.Tensor:
-    from pruningrl.output_bounds import activate
-
-    for weight, bias in zip(net.weights[:-1], net.biases[:-1], strict=True):
-        x = activate(x @ weight.T + bias, net.activation)
-    return x @ net.weights[-1].T + net.biases[-1]

@@ -81,6 +81,13 @@ def activate(x: torch.Tensor, activation: str | None) -> torch.Tensor:
     return x
 
 
+def forward(net: Network, x: torch.Tensor) -> torch.Tensor:
+    """z(x) for every row of ``x``: the network itself, in the weights' dtype."""
+    for weight, bias in zip(net.weights[:-1], net.biases[:-1], strict=True):
+        x = activate(x @ weight.T + bias, net.activation)
+    return x @ net.weights[-1].T + net.biases[-1]
+
+
 # --------------------------------------------------------------------------------------- IBP
 
 
