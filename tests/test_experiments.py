@@ -819,3 +819,19 @@ def test_the_strong_attack_stage_only_adds_attacks_to_the_sweet_spot_grids_jobs(
     assert {job.id for job in strong} <= {job.id for job in expand(load_grid("sweet-spot"))}
     learned = {u.label for job in strong for u in job.attacks if u.name in ("paad", "optimal")}
     assert "paad:n=500000:s=1:lr=0.0001" in learned and "optimal:n=1000000:s=2:ent=0.01" in learned
+
+
+def test_attack_reliability_counts_failed_attempts_as_the_sweet_spot_records_show():
+    """On Hopper and Walker2d the optimal attack's first attempt failed at 13 of 24 points and
+    its strongest at 10; PA-AD's at 7 and 3."""
+    from pruningrl.experiments import load_results
+    from pruningrl.experiments.results import attack_reliability
+
+    learned = [e for e in load_results("sweet-spot")["learned_attacks"]
+               if e["env_id"] in ("Hopper-v5", "Walker2d-v5")]
+    found = attack_reliability(learned)
+    counts = {name: (v["points"], round(v["first_attempt_failed"] * v["points"]),
+                     round(v["strongest_attempt_failed"] * v["points"]))
+              for name, v in found.items()}
+    assert counts == {"optimal": (24, 13, 10), "paad": (24, 7, 3)}
+    assert found["optimal"]["median_attempts"] == 2.0 and found["paad"]["median_spread"] > 0.1

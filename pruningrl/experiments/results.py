@@ -399,6 +399,34 @@ def learned_attacks(table: list[dict]) -> list[dict]:
     return out
 
 
+def attack_reliability(learned: list[dict]) -> dict[str, dict]:
+    """Per learned adversary, how often it fails (``learned_attacks`` entries in, one summary
+    per attack out). An attempt *fails* when it is weak (``sweep.is_weak``: it took less than a
+    tenth of the clean return, or raised it). Reported: the points, the share of points whose
+    first attempt failed and whose strongest attempt still failed, the median number of
+    attempts, and the median spread of the attempts' returns as a share of the clean return
+    (over points with two attempts or more)."""
+    from pruningrl.experiments.sweep import is_weak
+
+    out = {}
+    for name in sorted({e["attack"] for e in learned}):
+        entries = [e for e in learned if e["attack"] == name and e["clean_return"] is not None]
+        first = [next(iter(e["attempts"].values())) for e in entries]
+        spreads = [e["spread"] / abs(e["clean_return"]) for e in entries
+                   if len(e["attempts"]) > 1 and e["clean_return"]]
+        out[name] = {
+            "points": len(entries),
+            "first_attempt_failed": float(np.mean([is_weak(e["clean_return"], r)
+                                                   for e, r in zip(entries, first, strict=True)])),
+            "strongest_attempt_failed": float(np.mean([is_weak(e["clean_return"],
+                                                               e["mean_return"])
+                                                       for e in entries])),
+            "median_attempts": float(np.median([len(e["attempts"]) for e in entries])),
+            "median_spread": float(np.median(spreads)) if spreads else None,
+        }
+    return out
+
+
 def _attempt_seed(label: str) -> int:
     """The attacker seed in an attack label (``paad:n=1000000:s=1`` -> 1; none given -> 0)."""
     _, found, seed = label.partition(":s=")
