@@ -492,9 +492,10 @@ def _phase_order(name: str) -> tuple[str, int]:
 
 
 def load_results(name_or_dir: str) -> dict:
-    """``{"rows", "sweet_spots", "stronger_attacks", "learned_attacks", "random_returns",
-    "compute_s", "cost_per_point", "out"}``. A sweep whose points were fine-tuned with several
-    fine-tuning seeds gets no sweet spots: ``pruningrl.experiments.replication`` judges it.
+    """``{"rows", "sweet_spots", "stronger_attacks", "learned_attacks", "attack_reliability",
+    "random_returns", "compute_s", "cost_per_point", "out"}``. A sweep whose points were
+    fine-tuned with several fine-tuning seeds gets no sweet spots:
+    ``pruningrl.experiments.replication`` judges it.
 
     Given a grid (a shipped grid's name or a TOML file), a series is judged only once every
     point the grid asks of it is measured; given a bare folder, on the points it holds.
@@ -507,8 +508,10 @@ def load_results(name_or_dir: str) -> dict:
     replicated = any(r["finetune_seed"] is not None for r in table)
     # points fine-tuned several times are judged as a replication, not by the sweet-spot rule
     judged = [] if replicated else sweet_spots(records, expected)
+    learned = learned_attacks(table)
     return {"out": str(folder), "rows": table, "sweet_spots": judged,
-            "learned_attacks": learned_attacks(table),
+            "learned_attacks": learned,
+            "attack_reliability": attack_reliability(learned),
             "stronger_attacks": stronger_attacks(table, judged),
             "random_returns": {f"{env} ({n} episodes)": v
                                for (env, n), v in random_returns(records).items()},
