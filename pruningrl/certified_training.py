@@ -14,7 +14,8 @@ certificate. The bounds here, for every state s of a minibatch:
   z'_j - z'_i from above over the ball (U_ii = 0; U_ij = -lower(z_i - z_j) from the pairwise
   specification), then D <= sum_i p_i [log sum_j exp(U_ij) - log sum_j exp(z_j - z_i)].
 
-Both are 0 at eps = 0, and differentiable in the policy's weights (not in Sigma).
+Both are 0 at eps = 0, and differentiable in the policy's weights (in Sigma too, if asked:
+SA-PPO's own code lets the regularizer reach the standard deviation).
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ Policy = GaussianPolicy | CategoricalPolicy
 
 
 def divergence_bound(policy: Policy, states: torch.Tensor, eps: float,
-                     norm: str = "inf") -> torch.Tensor:
+                     norm: str = "inf", detach_std: bool = True) -> torch.Tensor:
     """Per state, a sound upper bound on max_{s' in B_norm(s, eps)} D(pi(.|s), pi(.|s'))
-    (float64, differentiable in the policy's weights and biases)."""
+    (float64, differentiable in the policy's weights and biases, and in a Gaussian's
+    log-standard-deviation unless ``detach_std``)."""
     view = mlp_view(policy, differentiable=True)
     net, p = Network(view.weights, view.biases, view.activation), parse_norm(norm)
     x = states.detach().to(torch.float64)
@@ -39,7 +41,8 @@ def divergence_bound(policy: Policy, states: torch.Tensor, eps: float,
     if view.kind == "gaussian":
         low, high = crown_ibp_box(net, x, eps, p)
         deviation = torch.maximum(high - z, z - low)
-        return (deviation * view.scale).pow(2).sum(-1)
+        scale = view.scale if detach_std else torch.exp(-policy.log_std.to(torch.float64))
+        return (deviation * scale).pow(2).sum(-1)
     n = z.shape[-1]
     lower, _ = crown_ibp_box(net, x, eps, p, pairwise_spec(n))  # lower(z_i - z_j), i != j
     upper = torch.zeros(x.shape[0], n, n, dtype=torch.float64)  # U_ij >= z'_j - z'_i
@@ -52,7 +55,7 @@ def divergence_bound(policy: Policy, states: torch.Tensor, eps: float,
 
 
 def convex_sa_regularizer(policy: Policy, states: torch.Tensor, eps: float,
-                          norm: str = "inf") -> torch.Tensor:
+                          norm: str = "inf", detach_std: bool = True) -> torch.Tensor:
     """mean_s of ``divergence_bound``: SA-PPO's convex regularizer (without kappa), float32."""
-    return divergence_bound(policy, states, eps, norm).mean().to(torch.float32)
+    return divergence_bound(policy, states, eps, norm, detach_std).mean().to(torch.float32)
 

@@ -204,12 +204,14 @@ class NumpyGradients:
         hs = self.critic.forward(obs, critic_weights)
         self.critic.backward(hs, critic_weights, (vf_coef / batch) * (hs[-1] - returns[:, None]))
 
-    def add_sa(self, states: np.ndarray, attacked: np.ndarray, weight: float) -> float:
+    def add_sa(self, states: np.ndarray, attacked: np.ndarray, weight: float,
+               detach_std: bool = True) -> float:
         """Add d/dtheta of ``weight * mean_i D(pi(.|s_i), pi(.|s'_i))``; return mean D.
 
         The worst-case states s' are held fixed (the inner maximum's envelope) and both ends of
         the divergence are differentiated (``divergence_gradients``), as autograd does for
-        ``pruningrl.ppo.sa_regularizer``.
+        ``pruningrl.ppo.sa_regularizer``. Unless ``detach_std``, a Gaussian's log-std gets
+        dD/dlog sigma_j = -2 (z'_j - z_j)^2 / sigma_j^2 too.
         """
         scale = weight / states.shape[0]
         weights = self.actor.weights()
@@ -218,6 +220,11 @@ class NumpyGradients:
         divergence, grad_worst, grad_clean = divergence_gradients(self.policy, clean[-1], worst[-1])
         self.actor.backward(worst, weights, scale * grad_worst)
         self.actor.backward(clean, weights, scale * grad_clean)
+        if self.gaussian and not detach_std:
+            diff = worst[-1] - clean[-1]
+            inv_var = np.exp(-2.0 * self.log_std)
+            self.grad_log_std += (scale * -2.0 * (diff * diff * inv_var).sum(0)).astype(
+                self.grad_log_std.dtype)
         return float(divergence.mean())
 
     def add_autograd(self, loss: torch.Tensor) -> None:
@@ -272,14 +279,16 @@ def ppo_gradients(
 
 
 def sa_gradients(
-    policy: Policy, states: torch.Tensor, attacked: torch.Tensor, weight: float
+    policy: Policy, states: torch.Tensor, attacked: torch.Tensor, weight: float,
+    detach_std: bool = True,
 ) -> tuple[dict[torch.Tensor, torch.Tensor], float]:
     """d/dtheta of ``weight * mean_i D(pi(.|s_i), pi(.|s'_i))`` for the actor's parameters
-    (keyed by tensor; the log-std is held fixed), and mean D."""
+    (keyed by tensor; the log-std is held fixed unless ``detach_std`` is False), and mean D."""
     grads = NumpyGradients(policy)
-    divergence = grads.add_sa(_numpy(states), _numpy(attacked), weight)
+    divergence = grads.add_sa(_numpy(states), _numpy(attacked), weight, detach_std)
     log_std = getattr(policy, "log_std", None)
-    return {p: g for p, g in grads.as_dict().items() if p is not log_std}, divergence
+    return {p: g for p, g in grads.as_dict().items()
+            if p is not log_std or not detach_std}, divergence
 
 
 class NumpyMLP:

@@ -106,6 +106,9 @@ class PPOConfig:
     sa_steps: int = 10
     sa_method: str = "sgld"
     sa_ramp: float = 0.75
+    # SA-PPO's code lets the regularizer's gradient reach the standard deviation
+    # (robust_ppo_detach_stdev false); True holds Sigma fixed inside the regularizer
+    sa_detach_std: bool = True
     # the loss's closed-form gradient (pruningrl.gradients) instead of autograd, where it applies
     analytic_gradients: bool = True
     # bookkeeping
@@ -206,10 +209,13 @@ def clipped_surrogate(
     return -torch.min(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages).mean()
 
 
-def policy_divergence(policy: Policy, clean_out: torch.Tensor, attacked_out: torch.Tensor):
-    """D per row: ||Sigma^{-1/2}(mu' - mu)||^2 (Gaussian, Sigma held fixed) or KL(p || p')."""
+def policy_divergence(policy: Policy, clean_out: torch.Tensor, attacked_out: torch.Tensor,
+                      detach_std: bool = True):
+    """D per row: ||Sigma^{-1/2}(mu' - mu)||^2 (Gaussian; Sigma held fixed unless
+    ``detach_std`` is False) or KL(p || p')."""
     if isinstance(policy, GaussianPolicy):
-        inv_var = torch.exp(-2 * policy.log_std.detach())
+        log_std = policy.log_std.detach() if detach_std else policy.log_std
+        inv_var = torch.exp(-2 * log_std)
         return ((attacked_out - clean_out).pow(2) * inv_var).sum(-1)
     log_p = torch.log_softmax(clean_out, -1)
     log_q = torch.log_softmax(attacked_out, -1)
@@ -262,10 +268,13 @@ def sa_regularizer(
     steps: int = 10,
     method: str = "sgld",
     generator: torch.Generator | None = None,
+    detach_std: bool = True,
 ) -> torch.Tensor:
-    """mean_s max_{s' in B(s, eps)} D(pi(.|s), pi(.|s')), differentiable in the policy's weights."""
+    """mean_s max_{s' in B(s, eps)} D(pi(.|s), pi(.|s')), differentiable in the policy's weights
+    (and in its log-standard-deviation unless ``detach_std``)."""
     attacked = worst_case_states(policy, states, eps, norm, steps, method, generator)
-    return policy_divergence(policy, policy.net(states), policy.net(attacked)).mean()
+    return policy_divergence(policy, policy.net(states), policy.net(attacked),
+                             detach_std).mean()
 
 
 def gae(
@@ -596,12 +605,12 @@ def _analytic_minibatch(
     if config.sa_reg > 0 and sa_eps > 0 and config.sa_method == "convex":
         # the bound has no closed-form gradient here: its backward pass, by autograd
         fast.add_autograd(config.sa_reg * convex_sa_regularizer(
-            run.policy, torch.from_numpy(obs), sa_eps, config.sa_norm))
+            run.policy, torch.from_numpy(obs), sa_eps, config.sa_norm, config.sa_detach_std))
     elif config.sa_reg > 0 and sa_eps > 0:
         attacked = worst_case_states(
             run.policy, torch.from_numpy(obs), sa_eps, config.sa_norm,
             config.sa_steps, config.sa_method, run.generator)
-        fast.add_sa(obs, attacked.numpy(), config.sa_reg)
+        fast.add_sa(obs, attacked.numpy(), config.sa_reg, config.sa_detach_std)
     if config.max_grad_norm > 0:
         fast.clip(config.max_grad_norm)
 
@@ -622,11 +631,12 @@ def _autograd_minibatch(
     if config.ent_coef:
         loss = loss - config.ent_coef * entropy
     if config.sa_reg > 0 and sa_eps > 0 and config.sa_method == "convex":
-        loss = loss + config.sa_reg * convex_sa_regularizer(policy, obs, sa_eps, config.sa_norm)
+        loss = loss + config.sa_reg * convex_sa_regularizer(policy, obs, sa_eps, config.sa_norm,
+                                                            config.sa_detach_std)
     elif config.sa_reg > 0 and sa_eps > 0:
         loss = loss + config.sa_reg * sa_regularizer(
             policy, obs, sa_eps, config.sa_norm, config.sa_steps,
-            config.sa_method, run.generator)
+            config.sa_method, run.generator, config.sa_detach_std)
     run.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.max_grad_norm > 0:

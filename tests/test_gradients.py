@@ -100,3 +100,23 @@ def test_sa_gradients_equal_autograd(kind, pruned):
             assert param not in got
         else:
             torch.testing.assert_close(got[param], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_sa_gradients_reach_the_log_std_when_it_is_not_held_fixed():
+    """SA-PPO's own setting (robust_ppo_detach_stdev false): the regularizer's gradient also
+    reaches the Gaussian's log-std, in the closed form as in autograd."""
+    from pruningrl.gradients import sa_gradients
+    from pruningrl.ppo import policy_divergence
+
+    torch.manual_seed(4)
+    policy = GaussianPolicy(5, 2, (8, 8), log_std_init=-0.7)
+    states = torch.randn(16, 5)
+    attacked = states + 0.1 * torch.randn(16, 5)
+    params = list(policy.parameters())
+    loss = 0.2 * policy_divergence(policy, policy.net(states), policy.net(attacked),
+                                   detach_std=False).mean()
+    expected = dict(zip(params, torch.autograd.grad(loss, params), strict=True))
+    got, _ = sa_gradients(policy, states, attacked, 0.2, detach_std=False)
+    assert policy.log_std in got and float(got[policy.log_std].abs().max()) > 0
+    for param, grad in expected.items():
+        torch.testing.assert_close(got[param], grad, rtol=1e-4, atol=1e-6)
