@@ -23,7 +23,13 @@ from collections import defaultdict
 
 import numpy as np
 
-from pruningrl.experiments.results import random_returns, results_dir, rows, rule_verdict
+from pruningrl.experiments.results import (
+    normalized,
+    random_returns,
+    results_dir,
+    rows,
+    rule_verdict,
+)
 from pruningrl.experiments.store import RecordStore
 
 CHEAP = ("random", "critic", "mad")
@@ -68,9 +74,8 @@ def _score(point: dict[str, float], control: dict[str, float], random_return: fl
            attacks: tuple[str, ...]) -> float | None:
     if "none" not in point or "none" not in control or any(a not in point for a in attacks):
         return None
-    scale = control["none"] - random_return
-    clean = (point["none"] - random_return) / scale
-    attacked = (min(point[a] for a in attacks) - random_return) / scale
+    clean = normalized(point["none"], control["none"], random_return)
+    attacked = normalized(min(point[a] for a in attacks), control["none"], random_return)
     return (clean + attacked) / 2
 
 

@@ -221,10 +221,9 @@ def _sweet_spot(members: list[dict], random_return: float | None,
     score, clean_n, attacked_n = {}, {}, {}
     for seed in seeds:
         r0 = clean[(0.0, seed)]
-        scale = r0 - random_return
         for s in sparsities:
-            c = (clean[(s, seed)] - random_return) / scale
-            a = (worst[(s, seed)] - random_return) / scale
+            c = normalized(clean[(s, seed)], r0, random_return)
+            a = normalized(worst[(s, seed)], r0, random_return)
             clean_n[(s, seed)], attacked_n[(s, seed)] = c, a
             score[(s, seed)] = (c + a) / 2
     medians, best, gains, spread, verdict = _judge(score, sparsities, seeds)
@@ -257,6 +256,11 @@ def _judge(score: dict[tuple, float], sparsities: list[float], seeds: list[int])
     gains = [score[(best, seed)] - score[(0.0, seed)] for seed in seeds]
     spread = max(gains) - min(gains)
     return medians, best, gains, spread, rule_verdict(best, gains)
+
+
+def normalized(value: float, dense: float, random_return: float) -> float:
+    """n(R) = (R - R_rand) / (R_0 - R_rand): 1 is the dense control's return, 0 random's."""
+    return (value - random_return) / (dense - random_return)
 
 
 def rule_verdict(best: float, gains: list[float]) -> str:
