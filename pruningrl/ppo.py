@@ -109,6 +109,9 @@ class PPOConfig:
     # SA-PPO's code lets the regularizer's gradient reach the standard deviation
     # (robust_ppo_detach_stdev false); True holds Sigma fixed inside the regularizer
     sa_detach_std: bool = True
+    # the convex bound is (1 - w) CROWN-IBP + w IBP, w growing with eps from 0 to this share over
+    # the ramp: SA-PPO's schedule ends at pure IBP (1.0), whose looseness the policy must absorb
+    sa_ibp_weight: float = 1.0
     # the loss's closed-form gradient (pruningrl.gradients) instead of autograd, where it applies
     analytic_gradients: bool = True
     # bookkeeping
@@ -156,6 +159,8 @@ class PPOConfig:
                              f"{', '.join(SA_METHODS)}")
         if not 0 <= self.sa_ramp <= 1:
             raise ValueError(f"sa_ramp must lie in [0, 1], got {self.sa_ramp}")
+        if not 0 <= self.sa_ibp_weight <= 1:
+            raise ValueError(f"sa_ibp_weight must lie in [0, 1], got {self.sa_ibp_weight}")
         return self
 
     def to_dict(self) -> dict:
@@ -582,11 +587,23 @@ def _collect_rollout(
     return advantages, returns
 
 
-def _sa_eps(config: PPOConfig, iteration: int) -> float:
-    """eps_k = eps min(1, (k / K) / ramp): the SA-PPO radius grows over the first ``sa_ramp``."""
+def _ramp(config: PPOConfig, iteration: int) -> float:
+    """min(1, (k / K) / ramp): the share of the SA-PPO schedule reached at iteration k of K."""
     progress_frac = iteration / config.iterations
-    return config.sa_eps * (min(1.0, progress_frac / config.sa_ramp)
-                            if config.sa_ramp > 0 else 1.0)
+    return min(1.0, progress_frac / config.sa_ramp) if config.sa_ramp > 0 else 1.0
+
+
+def _sa_eps(config: PPOConfig, iteration: int) -> float:
+    """eps_k = eps ramp(k): the SA-PPO radius grows over the first ``sa_ramp`` of training."""
+    return config.sa_eps * _ramp(config, iteration)
+
+
+def _convex_regularizer(run: _Run, obs: torch.Tensor, sa_eps: float) -> torch.Tensor:
+    """kappa times the convex bound at radius eps_k, its IBP share w_k = w ramp(k) (SA-PPO)."""
+    config = run.config
+    weight = config.sa_ibp_weight * _ramp(config, run.iteration)
+    return config.sa_reg * convex_sa_regularizer(run.policy, obs, sa_eps, config.sa_norm,
+                                                 config.sa_detach_std, weight)
 
 
 def _analytic_minibatch(
@@ -604,8 +621,7 @@ def _analytic_minibatch(
                  config.clip_coef, config.vf_coef, config.ent_coef)
     if config.sa_reg > 0 and sa_eps > 0 and config.sa_method == "convex":
         # the bound has no closed-form gradient here: its backward pass, by autograd
-        fast.add_autograd(config.sa_reg * convex_sa_regularizer(
-            run.policy, torch.from_numpy(obs), sa_eps, config.sa_norm, config.sa_detach_std))
+        fast.add_autograd(_convex_regularizer(run, torch.from_numpy(obs), sa_eps))
     elif config.sa_reg > 0 and sa_eps > 0:
         attacked = worst_case_states(
             run.policy, torch.from_numpy(obs), sa_eps, config.sa_norm,
@@ -631,8 +647,7 @@ def _autograd_minibatch(
     if config.ent_coef:
         loss = loss - config.ent_coef * entropy
     if config.sa_reg > 0 and sa_eps > 0 and config.sa_method == "convex":
-        loss = loss + config.sa_reg * convex_sa_regularizer(policy, obs, sa_eps, config.sa_norm,
-                                                            config.sa_detach_std)
+        loss = loss + _convex_regularizer(run, obs, sa_eps)
     elif config.sa_reg > 0 and sa_eps > 0:
         loss = loss + config.sa_reg * sa_regularizer(
             policy, obs, sa_eps, config.sa_norm, config.sa_steps,
