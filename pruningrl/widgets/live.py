@@ -104,9 +104,13 @@ class SparsityExplorer:
         self._syncing = True  # adjusting the other controls must not recompute half-way
         try:
             if change["owner"] is self.task:  # keep the choices to the shipped agents
-                self.variant.options = sorted(self.catalogue[env])
+                variant, variants = self.variant.value, sorted(self.catalogue[env])
+                self.variant.options = variants
+                self.variant.value = variant if variant in variants else variants[0]
                 self.eps.value = default_eps(env)
-            self.seed.options = self.catalogue[env][self.variant.value]
+            seed, seeds = self.seed.value, self.catalogue[env][self.variant.value]
+            self.seed.options = seeds  # new options select the first; keep the reader's seed
+            self.seed.value = seed if seed in seeds else seeds[0]
         finally:
             self._syncing = False
         self.recompute()
