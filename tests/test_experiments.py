@@ -769,6 +769,11 @@ def test_every_job_gets_the_crown_certificate_unit_and_rows_carry_it(smoke_local
         assert 0.0 <= crown["certified_action_fraction"] <= 1.0
         assert crown["states"] == record["config"]["local_states"]
         assert "crown" in record["provenance"][-1]["units"]
+        bound = crown["certified_return"]  # the evaluated episodes, attacked or not
+        assert len(bound["certified"]) == record["config"]["episodes"]
+        assert bound["clean"] == record["result"]["attacks"]["none"]["returns"]
+        for attack in record["result"]["attacks"].values():
+            assert all(c <= a for c, a in zip(bound["certified"], attack["returns"], strict=True))
     table = rows(records)
     assert all(r["crown_tv"] is not None for r in table)
     assert set(CROWN_COLUMNS) <= set(table[0])

@@ -367,9 +367,10 @@ def crown_certificates(agent, config: dict, phases: dict | None = None) -> dict:
     Recorded: at the job's eps, the mean CROWN TV and the fraction of states at TV <= 1/2,
     the mean action's certified deviation (Gaussian) or the fraction of states whose most
     likely action is certified (categorical), and the log-std that every Gaussian TV
-    certificate divides by; an eps sweep of the same (``EPS_SWEEP_POINTS`` radii); the
-    per-state certified radius (TV <= 1/2, and the certified action for a categorical) by
-    bisection on [0, 2 eps], as median and quartiles (a state certified at 2 eps counts 2 eps).
+    certificate divides by (Gaussian) or the certified return of the evaluated episodes
+    (categorical); an eps sweep of the same (``EPS_SWEEP_POINTS`` radii); the per-state
+    certified radius (TV <= 1/2, and the certified action for a categorical) by bisection on
+    [0, 2 eps], as median and quartiles (a state certified at 2 eps counts 2 eps).
     """
     import numpy as np
     import torch
@@ -404,11 +405,25 @@ def crown_certificates(agent, config: dict, phases: dict | None = None) -> dict:
                                          "q25": float(np.quantile(radius, 0.25)),
                                          "q75": float(np.quantile(radius, 0.75)),
                                          "eps_max": 2 * eps}
-    if not agent.discrete:
+    if agent.discrete:
+        record["certified_return"] = _certified_return(agent, config)
+    else:
         record["log_std"] = [float(x) for x in agent.policy.log_std.detach()]
     if phases is not None:
         phases[f"certify:{CERTIFICATES}"] = round(time.perf_counter() - start, 3)
     return record
+
+
+def _certified_return(agent, config: dict) -> dict:
+    """The certified return (``pruningrl.certified_return``) of the evaluation's own episodes
+    (reset seeds 0, 1, ...): per episode a lower bound on the return under any attack within the
+    job's ball, so the record can be checked against every attack it ran."""
+    from pruningrl.certified_return import certified_return
+
+    bound = certified_return(agent, config["eps"], config["episodes"], seed=0,
+                             norm=config["norm"])
+    return {key: value for key, value in bound.to_dict().items()
+            if key not in ("env_id", "eps", "norm")}
 
 
 def certified_radius(policy, norm: str = "inf", tv: float = RADIUS_TV) -> float | None:

@@ -89,22 +89,27 @@ def rows(records: list[dict]) -> list[dict]:
 #: the columns a row takes from a record's certificate unit (None before it ran)
 CROWN_COLUMNS = ("crown_tv", "crown_certified_fraction", "crown_action_deviation",
                  "crown_certified_action_fraction", "crown_radius_median", "crown_radius_q25",
-                 "crown_radius_q75", "log_std_mean")
+                 "crown_radius_q75", "log_std_mean", "certified_return",
+                 "certified_return_fully")
 
 
 def crown_columns(crown: dict | None) -> dict:
     """A row's CROWN certificates at the job's eps: mean TV, fraction at TV <= 1/2, the
-    deterministic policy's certificate, the per-state radius quartiles, the mean log-std."""
+    deterministic policy's certificate, the per-state radius quartiles, the mean log-std, and
+    (categorical) the mean certified return and the share of fully certified episodes."""
     if not crown:
         return dict.fromkeys(CROWN_COLUMNS)
     radius = crown["radius_tv"]
     log_std = crown.get("log_std")
+    bound = crown.get("certified_return") or {}
     return {"crown_tv": crown["tv_mean"], "crown_certified_fraction": crown["certified_fraction"],
             "crown_action_deviation": crown.get("action_deviation"),
             "crown_certified_action_fraction": crown.get("certified_action_fraction"),
             "crown_radius_median": radius["median"], "crown_radius_q25": radius["q25"],
             "crown_radius_q75": radius["q75"],
-            "log_std_mean": float(np.mean(log_std)) if log_std else None}
+            "log_std_mean": float(np.mean(log_std)) if log_std else None,
+            "certified_return": bound.get("mean_certified"),
+            "certified_return_fully": bound.get("fully_certified")}
 
 
 def _code_version(record: dict, label: str) -> str | None:
