@@ -587,21 +587,19 @@ def _collect_rollout(
     return advantages, returns
 
 
-def _ramp(config: PPOConfig, iteration: int) -> float:
-    """min(1, (k / K) / ramp): the share of the SA-PPO schedule reached at iteration k of K."""
-    progress_frac = iteration / config.iterations
-    return min(1.0, progress_frac / config.sa_ramp) if config.sa_ramp > 0 else 1.0
-
-
-def _sa_eps(config: PPOConfig, iteration: int) -> float:
-    """eps_k = eps ramp(k): the SA-PPO radius grows over the first ``sa_ramp`` of training."""
-    return config.sa_eps * _ramp(config, iteration)
+def sa_schedule(config: PPOConfig, iteration: int) -> tuple[float, float]:
+    """(eps_k, w_k) at iteration k of K: the SA-PPO radius eps_k = eps r(k) and the convex
+    bound's IBP share w_k = w r(k), where r(k) = min(1, (k / K) / ramp) grows linearly over the
+    first ``sa_ramp`` of training (SA-PPO's and CROWN-IBP's schedule)."""
+    progress = iteration / config.iterations
+    reached = min(1.0, progress / config.sa_ramp) if config.sa_ramp > 0 else 1.0
+    return config.sa_eps * reached, config.sa_ibp_weight * reached
 
 
 def _convex_regularizer(run: _Run, obs: torch.Tensor, sa_eps: float) -> torch.Tensor:
-    """kappa times the convex bound at radius eps_k, its IBP share w_k = w ramp(k) (SA-PPO)."""
+    """kappa times the convex bound at radius eps_k, its IBP share w_k (``sa_schedule``)."""
     config = run.config
-    weight = config.sa_ibp_weight * _ramp(config, run.iteration)
+    weight = sa_schedule(config, run.iteration)[1]
     return config.sa_reg * convex_sa_regularizer(run.policy, obs, sa_eps, config.sa_norm,
                                                  config.sa_detach_std, weight)
 
@@ -664,7 +662,7 @@ def _update(run: _Run, buf: _Rollout, advantages: torch.Tensor, returns: torch.T
     b_obs = buf.obs.reshape(-1, spec.obs_dim)
     b_act = buf.act.reshape(-1) if spec.discrete else buf.act.reshape(-1, spec.act_dim)
     batch = (b_obs, b_act, buf.logp.reshape(-1), advantages.reshape(-1), returns.reshape(-1))
-    sa_eps = _sa_eps(config, run.iteration)
+    sa_eps = sa_schedule(config, run.iteration)[0]
     size = config.minibatch_size
     analytic = config.analytic_gradients
     if analytic:  # numpy views of this iteration's parameters and masks

@@ -14,7 +14,7 @@ from test_output_bounds import forward, in_ball, pgd_extremes, random_network
 from pruningrl.certified_training import convex_sa_regularizer, divergence_bound
 from pruningrl.output_bounds import crown_ibp_box, output_box
 from pruningrl.policies import CategoricalPolicy, GaussianPolicy
-from pruningrl.ppo import PPOConfig, policy_divergence, train
+from pruningrl.ppo import PPOConfig, policy_divergence, sa_schedule, train
 from pruningrl.zoo import load
 
 PROPERTY = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -137,3 +137,14 @@ def test_the_fast_path_adds_the_convex_regularizer_as_autograd_does(ibp_weight):
         results.append(train(config).agent.policy.state_dict())
     for name, value in results[0].items():
         torch.testing.assert_close(value, results[1][name], rtol=1e-5, atol=1e-6)
+
+
+def test_the_schedule_ramps_eps_and_the_ibp_share_together_then_holds_them():
+    config = PPOConfig(env_id="Hopper-v5", total_steps=2048 * 100, sa_reg=0.03, sa_eps=0.075,
+                       sa_method="convex", sa_ramp=0.75, sa_ibp_weight=0.5)
+    assert sa_schedule(config, 0) == (0.0, 0.0)
+    eps_k, w_k = sa_schedule(config, 30)  # 40% of the ramp
+    assert eps_k == pytest.approx(0.4 * 0.075) and w_k == pytest.approx(0.4 * 0.5)
+    assert sa_schedule(config, 75) == sa_schedule(config, 99) == (0.075, 0.5)
+    eps = [sa_schedule(config, k)[0] for k in range(100)]
+    assert eps == sorted(eps)
