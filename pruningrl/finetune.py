@@ -75,6 +75,7 @@ def prune_and_finetune(
     progress: bool = False,
     command: str | None = None,
     learning_rate: float | None = None,
+    sa_ramp: float | None = None,
 ) -> PruneResult:
     """Prune a copy of ``agent`` by ``method`` to ``sparsity`` and fine-tune it.
 
@@ -82,6 +83,8 @@ def prune_and_finetune(
     checkpoints there as it goes). The pruned agent's metadata records how it was made.
     ``learning_rate`` replaces the agent's own (annealed to 0 over the fine-tuning as in
     training): a converged agent can lose return to a fresh optimizer at its training rate.
+    ``sa_ramp`` replaces a robustly trained agent's schedule share (``pruningrl.ppo.sa_schedule``)
+    for the fine-tuning: 0 holds its SA-PPO radius and IBP share at their final values.
     """
     check_prune_settings(method, sparsity, scope, finetune_steps)
     from pruningrl.ppo import PPOConfig, train, train_state_path
@@ -95,6 +98,10 @@ def prune_and_finetune(
             raise ValueError(f"the fine-tuning learning rate must be positive, got "
                              f"{learning_rate!r}")
         record["learning_rate"] = learning_rate
+    if sa_ramp is not None:
+        if not 0 <= sa_ramp <= 1:
+            raise ValueError(f"the fine-tuning's sa_ramp must lie in [0, 1], got {sa_ramp!r}")
+        record["sa_ramp"] = sa_ramp
     working = replace(agent, policy=clone_policy(agent.policy), metadata=dict(agent.metadata))
     scheduled = method in SCHEDULES
     if sparsity > 0 and not scheduled:
@@ -106,7 +113,8 @@ def prune_and_finetune(
         return PruneResult(working)
     settings = dict(agent.metadata.get("config") or _settings_of(agent))
     settings.update(total_steps=finetune_steps, seed=seed, freeze_obs_norm=True, num_workers=0,
-                    **({} if learning_rate is None else {"learning_rate": learning_rate}))
+                    **({} if learning_rate is None else {"learning_rate": learning_rate}),
+                    **({} if sa_ramp is None else {"sa_ramp": sa_ramp}))
     config = PPOConfig.from_dict(settings).validate()
     hooks = [schedule(method, sparsity, scope, rate)] if scheduled and sparsity > 0 else []
     if out is not None:

@@ -27,7 +27,7 @@ from pruningrl.experiments.replay import compare, numeric_paths
 from pruningrl.experiments.results import SHIPPED_RESULTS, sweet_spots
 from pruningrl.experiments.sweep import plan, retries, stage_of
 from pruningrl.numerics import UNRECORDED, numeric_path
-from pruningrl.zoo import agent_path
+from pruningrl.zoo import agent_path, load
 
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = load_grid("smoke")
@@ -75,6 +75,10 @@ BAD_GRIDS = {
     "repeated fine-tuning seeds": ("finetune_seeds = [0, 0]", "'finetune_seeds' must be"),
     "negative fine-tuning seed": ("finetune_seeds = [-1]", "'finetune_seeds' must be"),
     "fine-tuning seeds not integers": ("finetune_seeds = [0.5]", "not a int"),
+    "fine-tuning schedule outside [0, 1]": ("finetune_sa_ramp = 1.5",
+                                            "'finetune_sa_ramp' must lie in [0, 1]"),
+    "fine-tuning schedule with nothing to tune": ("finetune_steps = 0\nfinetune_sa_ramp = 0.0",
+                                                  "needs finetune_steps > 0"),
     "fine-tuning seeds in training": ("methods = ['in-training']\nfinetune_seeds = [0, 1]",
                                       "fine-tunes nothing"),
     "an agent not trained": ("seeds = [11]", "scripts/train_agents.py --seeds"),
@@ -199,6 +203,33 @@ def test_a_fine_tuning_rate_is_part_of_the_job_only_when_set(tmp_path):
     assert not set(before) & {i for i, c in after.items() if c["kind"] == "prune"}
     assert {series_key(c) for c in prune} != {series_key(c) for c in before.values()
                                              if c["kind"] == "prune"}
+
+
+def test_a_fine_tuning_schedule_is_part_of_the_job_and_its_series_only_when_set(tmp_path):
+    from pruningrl.experiments.results import series_key
+
+    plain = tmp_path / "plain.toml"
+    plain.write_text(grid_text("seeds = [0]"))
+    held = tmp_path / "held.toml"
+    held.write_text(grid_text("seeds = [0]") + "finetune_sa_ramp = 0.0\n")
+    before = [j.settings for j in expand(load_grid(str(plain))) if j.settings["kind"] == "prune"]
+    after = [j.settings for j in expand(load_grid(str(held))) if j.settings["kind"] == "prune"]
+    assert all("finetune_sa_ramp" not in c for c in before)  # old ids stay valid
+    assert after and all(c["finetune_sa_ramp"] == 0.0 for c in after)
+    assert not {series_key(c) for c in after} & {series_key(c) for c in before}
+
+
+def test_a_held_schedule_fine_tunes_a_robust_agent_at_its_full_radius_from_the_first_step():
+    from pruningrl.finetune import prune_and_finetune
+    from pruningrl.ppo import PPOConfig, sa_schedule
+
+    agent = load("Hopper-v5/sappo/seed0")
+    with pytest.raises(ValueError, match="sa_ramp must lie in"):
+        prune_and_finetune(agent, "magnitude", 0.5, finetune_steps=2048, sa_ramp=-0.5)
+    made = prune_and_finetune(agent, "magnitude", 0.5, finetune_steps=2048, sa_ramp=0.0)
+    config = PPOConfig.from_dict(made.agent.metadata["config"])
+    assert config.sa_ramp == 0.0 and made.agent.metadata["pruning"]["sa_ramp"] == 0.0
+    assert sa_schedule(config, 0)[0] == agent.metadata["config"]["sa_eps"]
 
 
 def test_the_fine_tuning_rate_reaches_ppo():

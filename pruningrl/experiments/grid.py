@@ -12,6 +12,7 @@ parts' products (so one file can give MuJoCo tasks two variants and CartPole one
     sparsities = [0.0, 0.3, 0.6]      # target fractions of zeroed weight-matrix entries
     finetune_steps = 50000            # PPO steps after (one-shot) or during (schedules) pruning
     finetune_lr = 3e-5                # optional; default: the agent's own learning rate
+    finetune_sa_ramp = 0.0            # optional; default: the agent's own SA-PPO schedule
     attacks = ["none", "random", "critic", "mad", "rs"]
     eps = 0.1                         # optional; default: the task's eps (MuJoCo)
     episodes = 50
@@ -23,7 +24,10 @@ per-update fraction, 0.02), ``local_states`` (visited states for the local certi
 ``attack_seed`` (0), ``prune_window`` ([0.2, 0.75]: where in the run the "in-training" method's
 sparsity ramps up), ``finetune_seeds`` (a list: each point is fine-tuned once per seed, which
 seeds the fine-tuning's sampling; absent, the fine-tuning is seeded with the training seed),
-``[attempts]`` (per learned attack, the attempts every point gets, for example
+``finetune_sa_ramp`` (for robustly trained agents: the share of the fine-tuning over which
+the SA-PPO radius and the convex bound's IBP share grow again, ``pruningrl.ppo.sa_schedule``;
+0 holds them at the end of the agent's training from the first step), ``[attempts]`` (per
+learned attack, the attempts every point gets, for example
 ``paad = [{seed = 0}, {seed = 1, lr = 1e-4}, {seed = 2, ent = 0.01}]`` or
 ``"rs+mad" = [{ratio = 0.25}, {ratio = 0.75}]``; the score takes the worst of them).
 The method "in-training" trains the base agent's run again from scratch,
@@ -59,6 +63,7 @@ KEYS: dict[str, tuple[object, bool]] = {
     "sparsities": (None, True),
     "finetune_steps": (50_000, False),
     "finetune_lr": (None, False),
+    "finetune_sa_ramp": (None, False),
     "attacks": (["none"], False),
     "eps": (None, False),
     "norm": ("inf", False),
@@ -96,6 +101,7 @@ class GridPart:
     finetune_lr: float | None = None
     finetune_seeds: tuple[int, ...] | None = None
     attempts: dict = field(default_factory=dict, hash=False)
+    finetune_sa_ramp: float | None = None
 
 
 @dataclass(frozen=True)
@@ -228,16 +234,18 @@ def _part(data: dict, where: str) -> GridPart:
         int(_number(data, "local_states", int, where, 1)),
         int(_number(data, "attack_seed", int, where, 0)), _window(data, where),
         _finetune_lr(data, where), _finetune_seeds(data, methods, where),
-        _attempts(data, attacks, where))
+        _attempts(data, attacks, where), _finetune_sa_ramp(data, where))
     if not 0.0 < part.rate < 1.0:
         raise ValueError(f"{where}: rate must lie in (0, 1), got {part.rate}")
     if part.finetune_steps == 0 and any(m in ("gradual", "micro") for m in methods) and any(
             s > 0 for s in sparsities):
         raise ValueError(f"{where}: gradual and micro prune during fine-tuning: "
                          "finetune_steps must be positive")
-    if part.finetune_lr is not None and (part.finetune_steps == 0 or IN_TRAINING in methods):
-        raise ValueError(f"{where}: finetune_lr sets the fine-tuning's learning rate: it needs "
-                         "finetune_steps > 0 and no in-training method")
+    for key in ("finetune_lr", "finetune_sa_ramp"):
+        if getattr(part, key) is not None and (part.finetune_steps == 0
+                                               or IN_TRAINING in methods):
+            raise ValueError(f"{where}: {key} sets the fine-tuning's schedule: it needs "
+                             "finetune_steps > 0 and no in-training method")
     _check_agents(part, where)
     return part
 
@@ -248,6 +256,15 @@ def _finetune_lr(data: dict, where: str) -> float | None:
     value = float(_number(data, "finetune_lr", float, where, 0.0))
     if value <= 0:
         raise ValueError(f"{where}: 'finetune_lr' must be positive, got {value!r}")
+    return value
+
+
+def _finetune_sa_ramp(data: dict, where: str) -> float | None:
+    if data.get("finetune_sa_ramp") is None:
+        return None
+    value = float(_number(data, "finetune_sa_ramp", float, where, 0.0))
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{where}: 'finetune_sa_ramp' must lie in [0, 1], got {value!r}")
     return value
 
 

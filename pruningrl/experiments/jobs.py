@@ -135,6 +135,8 @@ def expand(grid: Grid) -> list[Job]:
                      **_pruning(method, scope, target, part, agent_id),
                      **({} if part.finetune_lr is None else
                         {"finetune_lr": part.finetune_lr}),
+                     **({} if part.finetune_sa_ramp is None else
+                        {"finetune_sa_ramp": part.finetune_sa_ramp}),
                      **({} if tune is None else {"finetune_seed": tune})}, units)
     return list(jobs.values())
 
@@ -285,7 +287,8 @@ def _make_agent(config: dict, base, path: Path, phases: dict):
                                   config["scope"] or "global", config["finetune_steps"],
                                   config.get("finetune_seed", config["seed"]),
                                   config.get("rate", 0.02),
-                                  learning_rate=config.get("finetune_lr"))
+                                  learning_rate=config.get("finetune_lr"),
+                                  sa_ramp=config.get("finetune_sa_ramp"))
     if made.interrupted:
         raise KeyboardInterrupt
     made.agent.metadata = {**made.agent.metadata, "job": config}

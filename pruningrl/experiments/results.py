@@ -66,6 +66,7 @@ def rows(records: list[dict]) -> list[dict]:
                 "layer_sparsity": result["layer_sparsity"],
                 "finetune_steps": config["finetune_steps"],
                 "finetune_lr": config.get("finetune_lr"),
+                "finetune_sa_ramp": config.get("finetune_sa_ramp"),
                 "finetune_seed": config.get("finetune_seed"), "attack": name,
                 "attack_label": label, "attack_budget": attacker.get("budget"),
                 "eps": None if name == "none" else config["eps"], "norm": config["norm"],
@@ -143,10 +144,12 @@ def score_attacks(series_rows: list[dict]) -> list[str]:
 
 def series_key(config: dict) -> tuple:
     """The series a pruned point belongs to: task, variant, method, scope, budget, eps, norm,
-    episodes and fine-tuning learning rate (None: the agent's own); a row or a job config."""
+    episodes, fine-tuning learning rate and SA-PPO schedule share (None: the agent's own); a
+    row or a job config."""
     return (config["env_id"], config["variant"], config["method"], config["scope"],
             config["finetune_steps"], config.get("certified_eps", config.get("eps")),
-            config["norm"], config["episodes"], config.get("finetune_lr"))
+            config["norm"], config["episodes"], config.get("finetune_lr"),
+            config.get("finetune_sa_ramp"))
 
 
 def expected_points(grid: Grid) -> dict[tuple, set[tuple[float, int]]]:
@@ -178,14 +181,15 @@ def sweet_spots(records: list[dict], expected: dict[tuple, set] | None = None,
             series[series_key(r)].append(r)
     out = []
     for key, members in sorted(series.items(), key=lambda kv: str(kv[0])):
-        env, variant, method, scope, steps, eps, norm, episodes, lr = key
+        env, variant, method, scope, steps, eps, norm, episodes, lr, ramp = key
         seeds = {r["seed"] for r in members}  # another series' seeds share its controls
         dense = [r for r in controls if (r["env_id"], r["variant"], r["finetune_steps"],
                                          r["certified_eps"], r["norm"], r["episodes"],
-                                         r["finetune_lr"])
-                 == (env, variant, steps, eps, norm, episodes, lr) and r["seed"] in seeds]
+                                         r["finetune_lr"], r.get("finetune_sa_ramp"))
+                 == (env, variant, steps, eps, norm, episodes, lr, ramp) and r["seed"] in seeds]
         entry = {"env_id": env, "variant": variant, "method": method, "scope": scope,
-                 "finetune_steps": steps, "finetune_lr": lr, "eps": eps, "episodes": episodes}
+                 "finetune_steps": steps, "finetune_lr": lr, "eps": eps, "episodes": episodes,
+                 **({} if ramp is None else {"finetune_sa_ramp": ramp})}
         measured = {(r["target_sparsity"], r["seed"]) for r in members + dense
                     if r["attack"] == "none"}
         wanted = (expected or {}).get(key, set())
@@ -310,10 +314,10 @@ def rejudge(table: list[dict], entry: dict, extra: list[str]) -> dict:
     gains and the verdict follow the same rule as ``sweet_spots``, over those points only.
     """
     key = (entry["env_id"], entry["variant"], entry["finetune_steps"], entry["eps"],
-           entry["episodes"], entry["finetune_lr"])
+           entry["episodes"], entry["finetune_lr"], entry.get("finetune_sa_ramp"))
     members = [r for r in table
                if (r["env_id"], r["variant"], r["finetune_steps"], r["certified_eps"],
-                   r["episodes"], r["finetune_lr"]) == key
+                   r["episodes"], r["finetune_lr"], r.get("finetune_sa_ramp")) == key
                and (r["method"] == "dense" or (r["method"], r["scope"])
                     == (entry["method"], entry["scope"]))]
     seeds = entry["seeds"]
