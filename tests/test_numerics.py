@@ -157,6 +157,11 @@ def test_a_rerun_on_the_same_path_must_agree_bit_for_bit():
     assert compare(record, same).comparison == "exact" and compare(record, same).agrees
     moved = {**same, "local_tv": 0.2 + 1e-16}
     assert not compare(record, moved).agrees
+    # a field today's code adds has no recorded number to disagree with; a lost one disagrees
+    grown = {**same, "crown": {"certified_return": {"mean_certified": 3.8}}}
+    assert compare(record, grown).agrees
+    lost = {key: value for key, value in same.items() if key != "local_tv"}
+    assert compare(record, lost).differences == ["/local_tv: 0.2 != None"]
 
 
 def test_across_paths_a_mean_may_move_three_standard_errors():
