@@ -49,3 +49,33 @@ def test_bad_input_is_refused():
         certified_return(load("CartPole-v1/ppo/seed0"), 0.01, episodes=0)
     with pytest.raises(ValueError):
         certified_return(load("CartPole-v1/ppo/seed0"), -0.1, episodes=1)
+
+
+def _shipped_bounds() -> list[tuple[str, dict, dict]]:
+    """(record id, certified return, attacks) of every shipped sweep record that carries one."""
+    from pruningrl.experiments import RecordStore
+    from pruningrl.experiments.results import SHIPPED_RESULTS
+
+    out = []
+    for folder in sorted(p for p in SHIPPED_RESULTS.iterdir() if (p / "records").is_dir()):
+        for record in RecordStore(folder).records():
+            bound = ((record.get("result") or {}).get("crown") or {}).get("certified_return")
+            if bound:
+                out.append((record["id"], bound, record["result"]["attacks"]))
+    return out
+
+
+def test_shipped_certified_returns_never_exceed_an_attack_on_the_same_episodes():
+    bounds = _shipped_bounds()
+    assert len(bounds) >= 12  # the categorical pilots' dense controls, at least
+    learned = 0
+    for job, bound, attacks in bounds:
+        assert bound["clean"] == attacks["none"]["returns"], job  # the same episodes
+        for label, attack in attacks.items():
+            learned += label.startswith(("optimal", "paad"))
+            assert all(c <= a for c, a in zip(bound["certified"], attack["returns"],
+                                               strict=True)), (job, label)
+        for certified, clean, first in zip(bound["certified"], bound["clean"],
+                                           bound["first_uncertified"], strict=True):
+            assert certified <= clean and (first is not None or certified == clean), job
+    assert learned > 0  # the bound is tested against learned adversaries too

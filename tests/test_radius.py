@@ -47,6 +47,15 @@ def test_a_cliff_between_neighbouring_radii_asks_for_one_more_radius_first():
     assert never["chosen"] is None and never["refine"] is None
 
 
+def test_no_radius_is_chosen_while_some_seed_lacks_an_attack_another_has():
+    records = _dense_controls({0.1: [1.0, 1.0, 1.0], 0.2: [0.1, 0.2, 0.3]})
+    del records[-1]["result"]["attacks"]["paad:n=100:s=1"]  # seed 2 at 0.2: not attacked yet
+    partial = radius_by_strongest_attack(records)["T"]
+    assert partial["incomplete"] == [0.2] and partial["chosen"] is None
+    assert radius_by_strongest_attack(_dense_controls({0.2: [0.1, 0.2, 0.3]}))["T"][
+        "incomplete"] == []
+
+
 def test_missing_pieces_and_bad_targets_are_refused():
     records = _dense_controls({0.1: [0.5, 0.5, 0.5]})
     with pytest.raises(ValueError, match="target must lie"):

@@ -26,13 +26,15 @@ BRACKET = 0.25
 
 def radius_by_strongest_attack(records: list[dict], target: float = 0.5) -> dict[str, dict]:
     """Per task: the radii measured, the median normalized worst-attack return at each, the
-    number of seeds and attacks behind it, the chosen radius (None if no radius brings the
-    median down to ``target``), and a radius to add first (None if the rule needs none)."""
+    number of seeds and attacks behind it, the radii where some seed still lacks an attack
+    another seed has (``incomplete``), the chosen radius (None while any radius is incomplete,
+    or if no radius brings the median down to ``target``), and a radius to add first (None if
+    the rule needs none)."""
     if not 0 < target < 1:
         raise ValueError(f"target must lie in (0, 1), got {target}")
     r_rand = random_returns(records)
     per_seed: dict[tuple[str, float], dict[int, dict[str, float]]] = defaultdict(dict)
-    attacks: dict[tuple[str, float], set[str]] = defaultdict(set)
+    attacks: dict[tuple[str, float], dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
     for r in rows(records):
         if r["method"] != "dense":
             continue
@@ -41,15 +43,20 @@ def radius_by_strongest_attack(records: list[dict], target: float = 0.5) -> dict
         if r["attack"] == "none":
             entry["clean"] = r["mean_return"]
         entry["worst"] = min(entry["worst"], r["mean_return"])
-        attacks[key].add(r["attack_label"])
+        attacks[key][r["seed"]].add(r["attack_label"])
     out: dict[str, dict] = {}
     for env in sorted({env for env, _ in per_seed}):
         radii = sorted(eps for e, eps in per_seed if e == env)
         medians = [_median_normalized(per_seed[(env, eps)], env, r_rand) for eps in radii]
+        labels = [attacks[(env, eps)].values() for eps in radii]
+        incomplete = [eps for eps, sets in zip(radii, labels, strict=True)
+                      if len({frozenset(s) for s in sets}) > 1]
         out[env] = {"eps": radii, "median_normalized": medians,
                     "seeds": [len(per_seed[(env, eps)]) for eps in radii],
-                    "attacks": [sorted(attacks[(env, eps)]) for eps in radii],
-                    **_choose(radii, medians, target)}
+                    "attacks": [sorted(set().union(*sets)) for sets in labels],
+                    "incomplete": incomplete,
+                    **(_choose(radii, medians, target) if not incomplete
+                       else {"chosen": None, "refine": None})}
     return out
 
 
