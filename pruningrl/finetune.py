@@ -98,9 +98,7 @@ def prune_and_finetune(
             raise ValueError(f"the fine-tuning learning rate must be positive, got "
                              f"{learning_rate!r}")
         record["learning_rate"] = learning_rate
-    if sa_ramp is not None:
-        if not 0 <= sa_ramp <= 1:
-            raise ValueError(f"the fine-tuning's sa_ramp must lie in [0, 1], got {sa_ramp!r}")
+    if sa_ramp is not None:  # PPOConfig.validate checks its range
         record["sa_ramp"] = sa_ramp
     working = replace(agent, policy=clone_policy(agent.policy), metadata=dict(agent.metadata))
     scheduled = method in SCHEDULES
