@@ -62,3 +62,18 @@ def test_missing_pieces_and_bad_targets_are_refused():
         radius_by_strongest_attack(records, target=1.0)
     with pytest.raises(ValueError, match="random policy's return"):
         radius_by_strongest_attack(records[1:])
+
+
+def test_a_radius_the_learned_attacks_have_not_reached_is_incomplete():
+    records = _dense_controls({0.1: [1.0, 1.0, 1.0], 0.2: [0.9, 0.9, 0.9]})
+    for record in records[-3:]:  # 0.2: only the cheap attack has run
+        del record["result"]["attacks"]["paad:n=100:s=1"]
+    partial = radius_by_strongest_attack(records)["T"]
+    assert partial["incomplete"] == [0.2] and partial["chosen"] is None
+
+
+def test_extra_attempts_at_some_seeds_do_not_make_a_radius_incomplete():
+    records = _dense_controls({0.1: [1.0, 0.9, 1.0], 0.2: [0.3, 0.4, 0.45]})
+    records[-1]["result"]["attacks"]["paad:n=200:s=2"] = {"returns": [500.0]}  # a retry
+    complete = radius_by_strongest_attack(records)["T"]
+    assert complete["incomplete"] == [] and complete["chosen"] == 0.2

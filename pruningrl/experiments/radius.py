@@ -9,6 +9,11 @@ clean return; the radius is the smallest at which the median seed keeps at most 
 its normalized return. Where the median falls from above ``1 - BRACKET`` to below ``BRACKET``
 between two neighbouring radii, the rule asks for one more radius, their geometric mean,
 before choosing.
+
+No radius is chosen while the evidence is uneven: every seed at every radius of a task must
+have been attacked by every attack that ran anywhere on the task (compared by attack name, so
+the extra attempts a retry rule gives to some points do not count as a missing attack). The
+rule is meant to be read once the grid's sweep has nothing left to run.
 """
 
 from __future__ import annotations
@@ -27,14 +32,15 @@ BRACKET = 0.25
 def radius_by_strongest_attack(records: list[dict], target: float = 0.5) -> dict[str, dict]:
     """Per task: the radii measured, the median normalized worst-attack return at each, the
     number of seeds and attacks behind it, the radii where some seed still lacks an attack
-    another seed has (``incomplete``), the chosen radius (None while any radius is incomplete,
-    or if no radius brings the median down to ``target``), and a radius to add first (None if
-    the rule needs none)."""
+    that ran elsewhere on the task (``incomplete``), the chosen radius (None while any radius
+    is incomplete, or if no radius brings the median down to ``target``), and a radius to add
+    first (None if the rule needs none)."""
     if not 0 < target < 1:
         raise ValueError(f"target must lie in (0, 1), got {target}")
     r_rand = random_returns(records)
     per_seed: dict[tuple[str, float], dict[int, dict[str, float]]] = defaultdict(dict)
     attacks: dict[tuple[str, float], dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
+    names: dict[tuple[str, float], dict[int, set[str]]] = defaultdict(lambda: defaultdict(set))
     for r in rows(records):
         if r["method"] != "dense":
             continue
@@ -44,13 +50,15 @@ def radius_by_strongest_attack(records: list[dict], target: float = 0.5) -> dict
             entry["clean"] = r["mean_return"]
         entry["worst"] = min(entry["worst"], r["mean_return"])
         attacks[key][r["seed"]].add(r["attack_label"])
+        names[key][r["seed"]].add(r["attack"])
     out: dict[str, dict] = {}
     for env in sorted({env for env, _ in per_seed}):
         radii = sorted(eps for e, eps in per_seed if e == env)
         medians = [_median_normalized(per_seed[(env, eps)], env, r_rand) for eps in radii]
         labels = [attacks[(env, eps)].values() for eps in radii]
-        incomplete = [eps for eps, sets in zip(radii, labels, strict=True)
-                      if len({frozenset(s) for s in sets}) > 1]
+        ran = set().union(*(s for eps in radii for s in names[(env, eps)].values()))
+        incomplete = [eps for eps in radii
+                      if any(s != ran for s in names[(env, eps)].values())]
         out[env] = {"eps": radii, "median_normalized": medians,
                     "seeds": [len(per_seed[(env, eps)]) for eps in radii],
                     "attacks": [sorted(set().union(*sets)) for sets in labels],
