@@ -654,6 +654,11 @@ def _emit_plan(name: str, out: Path, planned: list, cost: dict, as_json: bool) -
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    from pruningrl.experiments.certified import (
+        CERTIFIED_VARIANT,
+        format_certified,
+        load_certified,
+    )
     from pruningrl.experiments.results import (
         format_compute,
         format_rows,
@@ -667,6 +672,9 @@ def cmd_results(args: argparse.Namespace) -> int:
         from pruningrl.experiments.replication import load_replication
 
         loaded["replication"] = load_replication(args.source)
+    certified = any(r["variant"] == CERTIFIED_VARIANT for r in loaded["rows"])
+    if certified:
+        loaded.update(load_certified(args.source))
     if args.json:
         _emit(loaded, True, [])
         return 0
@@ -679,6 +687,9 @@ def cmd_results(args: argparse.Namespace) -> int:
         from pruningrl.experiments.replication import format_replication
 
         lines += ["held-out replication:", *format_replication(loaded["replication"]), ""]
+    if certified:
+        lines += ["certified sweet spots (score: clean return and CROWN certificate):",
+                  *format_certified(loaded), ""]
     lines += format_compute(loaded["compute_s"], loaded["cost_per_point"])
     _emit(loaded, False, lines)
     return 0

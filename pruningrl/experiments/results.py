@@ -172,8 +172,21 @@ def sweet_spots(records: list[dict], expected: dict[tuple, set] | None = None,
     With ``attacks`` the score takes only those of the score's attacks (for example the cheap
     ones, on a categorical series whose learned adversaries ran everywhere too).
     """
-    table = rows(records)
     r_rand = random_returns(records)
+    out = []
+    for _, entry, members in pruned_series(rows(records), expected):
+        if "verdict" not in entry:
+            entry.update(_sweet_spot(members, r_rand.get((entry["env_id"], entry["episodes"])),
+                                     attacks))
+        out.append(entry)
+    return out
+
+
+def pruned_series(table: list[dict], expected: dict[tuple, set] | None = None
+                  ) -> list[tuple[tuple, dict, list[dict]]]:
+    """Each pruned series of the rows: its ``series_key``, its entry (what names it, and
+    ``verdict="incomplete"`` with the reason while ``expected`` points are missing) and its
+    members, the rows of its pruned points and of its seeds' dense controls."""
     controls = [r for r in table if r["method"] == "dense"]
     series: dict[tuple, list[dict]] = defaultdict(list)
     for r in table:
@@ -196,9 +209,7 @@ def sweet_spots(records: list[dict], expected: dict[tuple, set] | None = None,
         if wanted - measured:
             entry.update(verdict="incomplete", reason=f"{len(wanted - measured)} of "
                          f"{len(wanted)} points not measured yet")
-        else:
-            entry.update(_sweet_spot(members + dense, r_rand.get((env, episodes)), attacks))
-        out.append(entry)
+        out.append((key, entry, members + dense))
     return out
 
 
