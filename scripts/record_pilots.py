@@ -1,15 +1,18 @@
 """Record training pilots: each checkpoint's recipe, evaluation, certificates and curve.
 
     .venv/bin/python scripts/record_pilots.py --out pruningrl/results/training/NAME.json \\
-        --what "what the pilots ask" [--episodes 50] [--states 1000] CHECKPOINT [CHECKPOINT ...]
+        --what "what the pilots ask" [--episodes 50] [--states 1000] [--eps EPS] \\
+        CHECKPOINT [CHECKPOINT ...]
 
 Per checkpoint: the training command, code version, steps, wall time and samples/s from its
 metadata; the evaluation (deterministic actions, episode seeds 0, 1, ...); the final log-std;
-the CROWN certificates at the task's eps on ``--states`` visited states (the sweep's certificate
-unit, ``pruningrl.experiments.jobs.crown_certificates``); and the training curve (mean return of
-the episodes finished in every 10th iteration, stochastic actions). An existing file keeps its
-runs and gains the new ones (a checkpoint recorded before is measured again and replaced), so
-pilots can be recorded as they finish. The file carries the project's provenance record.
+the CROWN certificates at the task's eps (or ``--eps``) on ``--states`` visited states (the
+sweep's certificate unit, ``pruningrl.experiments.jobs.crown_certificates``; for discrete
+actions also the certified return of the evaluated episodes); and the training curve (mean
+return of the episodes finished in every 10th iteration, stochastic actions). An existing file
+keeps its runs and gains the new ones (a checkpoint recorded before is measured again and
+replaced), so pilots can be recorded as they finish. The file carries the project's
+provenance record.
 """
 
 from __future__ import annotations
@@ -31,13 +34,19 @@ from pruningrl.reproducibility import provenance  # noqa: E402
 CURVE_EVERY = 10
 
 
-def record(path: Path, episodes: int, states: int) -> dict:
-    """One pilot's entry, measured from its checkpoint."""
+#: the certificate unit's numbers a pilot keeps (each where the policy kind has it)
+CROWN_KEYS = ("eps", "states", "tv_mean", "certified_fraction", "action_deviation", "log_std",
+              "certified_action_fraction")
+
+
+def record(path: Path, episodes: int, states: int, eps: float | None = None) -> dict:
+    """One pilot's entry, measured from its checkpoint, certified at ``eps`` (default: the
+    task's eps from the literature)."""
     agent = load_agent(path)
     meta = agent.metadata
-    eps = task_eps(agent.env_id)
+    eps = task_eps(agent.env_id) if eps is None else eps
     if eps is None:
-        raise ValueError(f"{agent.env_id} has no literature eps to certify at")
+        raise ValueError(f"{agent.env_id} has no literature eps to certify at; give --eps")
     result = evaluate(agent, episodes=episodes, seed=0)
     crown = crown_certificates(agent, {"eps": eps, "norm": "inf", "local_states": states,
                                        "episodes": episodes})
@@ -50,9 +59,11 @@ def record(path: Path, episodes: int, states: int) -> dict:
         "wall_time_s": meta.get("wall_time_s"), "samples_per_s": meta.get("samples_per_s"),
         "evaluation": {"episodes": episodes, "mean_return": result.mean_return,
                        "std_return": result.std_return, "seed": 0, "deterministic": True},
-        "crown": {key: crown[key] for key in ("eps", "states", "tv_mean", "certified_fraction",
-                                              "action_deviation", "log_std")},
+        "crown": {key: crown[key] for key in CROWN_KEYS if key in crown},
     }
+    if "certified_return" in crown:  # discrete actions: the bound on the attacked return
+        entry["certified_return"] = {key: crown["certified_return"][key] for key in
+                                     ("mean_clean", "mean_certified", "fully_certified")}
     if curve:
         entry[f"curve_every_{CURVE_EVERY}_iterations"] = {
             "steps": curve["steps"][keep], "return": curve["return"][keep]}
@@ -66,10 +77,12 @@ def main() -> int:
     parser.add_argument("--what", required=True, help="what the pilots ask, in a sentence or two")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--states", type=int, default=1000)
+    parser.add_argument("--eps", type=float, default=None,
+                        help="the radius to certify at (default: the task's literature eps)")
     args = parser.parse_args()
     try:
         runs = json.loads(args.out.read_text())["runs"] if args.out.is_file() else []
-        new = [record(path, args.episodes, args.states) for path in args.checkpoints]
+        new = [record(path, args.episodes, args.states, args.eps) for path in args.checkpoints]
     except (ValueError, OSError, KeyError) as error:
         print(f"record_pilots: {error}", file=sys.stderr)
         return 2
