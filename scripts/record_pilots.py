@@ -8,11 +8,11 @@ Per checkpoint: the training command, code version, steps, wall time and samples
 metadata; the evaluation (deterministic actions, episode seeds 0, 1, ...); the final log-std;
 the CROWN certificates at the task's eps (or ``--eps``) on ``--states`` visited states (the
 sweep's certificate unit, ``pruningrl.experiments.jobs.crown_certificates``; for discrete
-actions also the certified return of the evaluated episodes); and the training curve (mean
-return of the episodes finished in every 10th iteration, stochastic actions). An existing file
-keeps its runs and gains the new ones (a checkpoint recorded before is measured again and
-replaced), so pilots can be recorded as they finish. The file carries the project's
-provenance record.
+actions also the certified return of the evaluated episodes, and the mean probability of the
+most likely action on the same states); and the training curve (mean return of the episodes
+finished in every 10th iteration, stochastic actions). An existing file keeps its runs and
+gains the new ones (a checkpoint recorded before is measured again and replaced), so pilots
+can be recorded as they finish. The file carries the project's provenance record.
 """
 
 from __future__ import annotations
@@ -64,10 +64,23 @@ def record(path: Path, episodes: int, states: int, eps: float | None = None) -> 
     if "certified_return" in crown:  # discrete actions: the bound on the attacked return
         entry["certified_return"] = {key: crown["certified_return"][key] for key in
                                      ("mean_clean", "mean_certified", "fully_certified")}
+        entry["mean_max_probability"] = mean_max_probability(agent, states)
     if curve:
         entry[f"curve_every_{CURVE_EVERY}_iterations"] = {
             "steps": curve["steps"][keep], "return": curve["return"][keep]}
     return entry
+
+
+def mean_max_probability(agent, states: int) -> float:
+    """How decided a categorical policy is: the mean over ``states`` visited states (those of
+    the certificates) of its most likely action's probability."""
+    import torch
+
+    from pruningrl.evaluation import visited_states
+
+    visited = visited_states(agent, states, seed=0)
+    with torch.no_grad():
+        return float(torch.softmax(agent.policy.net(visited), -1).max(-1).values.mean())
 
 
 def main() -> int:
