@@ -13,8 +13,18 @@ certificate. The bounds here, for every state s of a minibatch:
   log p_i - log p'_i = log sum_j exp(z'_j - z'_i) - log sum_j exp(z_j - z_i). If U_ij bounds
   z'_j - z'_i from above over the ball (U_ii = 0; U_ij = -lower(z_i - z_j) from the pairwise
   specification), then D <= sum_i p_i [log sum_j exp(U_ij) - log sum_j exp(z_j - z_i)].
+* Categorical policy, margin objective: the regularizer bounds the worst-case negative
+  log-likelihood of the clean greedy action a* = argmax_a z_a(s), max_{s'} -log pi(a*|s'),
+  instead of a divergence. With U_j as above for i = a*, -log pi(a*|s') = log sum_j
+  exp(z'_j - z'_a*) <= log sum_j exp(U_a*j). This is the robust cross-entropy of certified
+  classifier training (Gowal et al. 2018; Zhang et al. 2020, CROWN-IBP) with the policy's own
+  greedy action as the label: it is small only where every logit margin z_a* - z_j stays wide
+  over the whole ball, so it trains a certified *action* (and with it the certified return,
+  ``pruningrl.certified_return``), which a small divergence does not: a policy can make its
+  divergence small by becoming undecided, and then any perturbation flips its action.
 
-Both are 0 at eps = 0, and differentiable in the policy's weights (in Sigma too, if asked:
+The divergence bounds are 0 at eps = 0 (the margin bound is the clean greedy action's loss),
+and all are differentiable in the policy's weights (the divergence in Sigma too, if asked:
 SA-PPO's own code lets the regularizer reach the standard deviation). The box [l, u] is
 (1 - w) CROWN-IBP + w IBP for an IBP weight w in [0, 1]: a convex combination of two sound
 boxes, so sound. Certified training moves w from 0 to 1 as eps grows (CROWN-IBP's schedule,
@@ -75,10 +85,43 @@ def divergence_bound(policy: Policy, states: torch.Tensor, eps: float,
     return (torch.softmax(z, -1) * gap).sum(-1)
 
 
+def action_margin_bound(policy: Policy, states: torch.Tensor, eps: float, norm: str = "inf",
+                        ibp_weight: float = 0.0) -> torch.Tensor:
+    """Per state, a sound upper bound on max_{s' in B_norm(s, eps)} -log pi(a*|s') for the
+    clean greedy action a* (float64, differentiable in the weights and biases), from
+    ``mixed_box`` with IBP weight w; categorical policies only."""
+    view = mlp_view(policy, differentiable=True)
+    if view.kind != "categorical":
+        raise ValueError("the margin objective is for categorical policies: a Gaussian policy "
+                         "has no action to certify; use the divergence objective")
+    net, p = Network(view.weights, view.biases, view.activation), parse_norm(norm)
+    x = states.detach().to(torch.float64)
+    n = view.weights[-1].shape[0]
+    greedy = forward(net, x).detach().argmax(-1)
+    lower, _ = mixed_box(net, x, eps, p, ibp_weight, pairwise_spec(n))  # lower(z_i - z_j)
+    rows = {pair: k for k, pair in enumerate((i, j) for i in range(n) for j in range(n)
+                                             if i != j)}
+    index = torch.tensor([[rows[(a, j)] if j != a else 0 for j in range(n)] for a in range(n)])
+    upper = -lower.gather(1, index[greedy])  # U_j >= z'_j - z'_a*, for j != a*
+    upper = upper.masked_fill(torch.nn.functional.one_hot(greedy, n).bool(), 0.0)
+    return torch.logsumexp(upper, -1)
+
+
+#: what the convex regularizer bounds: the divergence (SA-PPO) or the greedy action's loss
+SA_OBJECTIVES = ("divergence", "margin")
+
+
 def convex_sa_regularizer(policy: Policy, states: torch.Tensor, eps: float,
                           norm: str = "inf", detach_std: bool = True,
-                          ibp_weight: float = 0.0) -> torch.Tensor:
-    """mean_s of ``divergence_bound``: SA-PPO's convex regularizer (without kappa), float32."""
-    return divergence_bound(policy, states, eps, norm, detach_std,
-                            ibp_weight).mean().to(torch.float32)
+                          ibp_weight: float = 0.0, objective: str = "divergence"
+                          ) -> torch.Tensor:
+    """mean_s of ``divergence_bound`` (SA-PPO's convex regularizer) or, for the margin
+    objective, of ``action_margin_bound``; without kappa, float32."""
+    if objective == "margin":
+        bound = action_margin_bound(policy, states, eps, norm, ibp_weight)
+    elif objective == "divergence":
+        bound = divergence_bound(policy, states, eps, norm, detach_std, ibp_weight)
+    else:
+        raise ValueError(f"unknown objective {objective!r}; use one of {', '.join(SA_OBJECTIVES)}")
+    return bound.mean().to(torch.float32)
 

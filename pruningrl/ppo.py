@@ -44,7 +44,7 @@ from torch import nn
 
 from pruningrl.agent import Agent, _atomic_write, _attach_masks, clone_policy, save_agent
 from pruningrl.balls import ascent_direction, project_to_ball, random_in_ball
-from pruningrl.certified_training import convex_sa_regularizer
+from pruningrl.certified_training import SA_OBJECTIVES, convex_sa_regularizer
 from pruningrl.envs import EnvSpec, VectorEnv, check_env_id, check_seed, env_spec
 from pruningrl.gradients import NumpyGradients, NumpyMLP, divergence_gradients
 from pruningrl.normalization import ObservationNormalizer, RewardScaler
@@ -112,6 +112,9 @@ class PPOConfig:
     # the convex bound is (1 - w) CROWN-IBP + w IBP, w growing with eps from 0 to this share over
     # the ramp: SA-PPO's schedule ends at pure IBP (1.0), whose looseness the policy must absorb
     sa_ibp_weight: float = 1.0
+    # what the convex bound bounds: SA-PPO's divergence, or (categorical) the worst-case loss of
+    # the clean greedy action, which trains a certified action (certified_training's "margin")
+    sa_objective: str = "divergence"
     # the loss's closed-form gradient (pruningrl.gradients) instead of autograd, where it applies
     analytic_gradients: bool = True
     # bookkeeping
@@ -133,7 +136,9 @@ class PPOConfig:
     def variant(self) -> str:
         if self.sa_reg == 0:
             return "ppo"
-        return "sappo-convex" if self.sa_method == "convex" else "sappo"
+        if self.sa_method != "convex":
+            return "sappo"
+        return "sappo-margin" if self.sa_objective == "margin" else "sappo-convex"
 
     def validate(self) -> PPOConfig:
         """Raise a one-line ``ValueError`` for an impossible configuration."""
@@ -161,6 +166,12 @@ class PPOConfig:
             raise ValueError(f"sa_ramp must lie in [0, 1], got {self.sa_ramp}")
         if not 0 <= self.sa_ibp_weight <= 1:
             raise ValueError(f"sa_ibp_weight must lie in [0, 1], got {self.sa_ibp_weight}")
+        if self.sa_objective not in SA_OBJECTIVES:
+            raise ValueError(f"unknown sa_objective {self.sa_objective!r}; use one of "
+                             f"{', '.join(SA_OBJECTIVES)}")
+        if self.sa_objective == "margin" and self.sa_method != "convex":
+            raise ValueError("the margin objective is a convex bound: it needs "
+                             "sa_method='convex'")
         return self
 
     def to_dict(self) -> dict:
@@ -601,7 +612,8 @@ def _convex_regularizer(run: _Run, obs: torch.Tensor, sa_eps: float) -> torch.Te
     config = run.config
     weight = sa_schedule(config, run.iteration)[1]
     return config.sa_reg * convex_sa_regularizer(run.policy, obs, sa_eps, config.sa_norm,
-                                                 config.sa_detach_std, weight)
+                                                 config.sa_detach_std, weight,
+                                                 config.sa_objective)
 
 
 def _analytic_minibatch(

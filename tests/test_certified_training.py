@@ -11,7 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_output_bounds import forward, in_ball, pgd_extremes, random_network
 
-from pruningrl.certified_training import convex_sa_regularizer, divergence_bound
+from pruningrl.certified_training import (
+    action_margin_bound,
+    convex_sa_regularizer,
+    divergence_bound,
+)
 from pruningrl.output_bounds import crown_ibp_box, output_box
 from pruningrl.policies import CategoricalPolicy, GaussianPolicy
 from pruningrl.ppo import PPOConfig, policy_divergence, sa_schedule, train
@@ -148,3 +152,76 @@ def test_the_schedule_ramps_eps_and_the_ibp_share_together_then_holds_them():
     assert sa_schedule(config, 75) == sa_schedule(config, 99) == (0.075, 0.5)
     eps = [sa_schedule(config, k)[0] for k in range(100)]
     assert eps == sorted(eps)
+
+
+def _worst_greedy_loss(policy, states: torch.Tensor, eps: float, p: float, seed: int):
+    """The largest -log pi(a*|s') that dense sampling and PGD find in each state's ball, a* the
+    clean greedy action."""
+    g = torch.Generator().manual_seed(seed)
+    greedy = policy.net(states).argmax(-1).detach()
+
+    def loss(x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., 1)
+        log_p = torch.log_softmax(policy.net(x), -1)
+        index = greedy.view(-1, *([1] * (x.dim() - 1))).expand(*x.shape[:-1], 1)
+        return -log_p.gather(-1, index)
+
+    with torch.no_grad():
+        sampled = loss(in_ball(256, states, eps, p, g)).amax(1)[:, 0]
+    _, pgd = pgd_extremes(loss, states, eps, p, 1, steps=30, restarts=2, seed=seed)
+    return torch.maximum(sampled, pgd[:, 0].detach())
+
+
+@PROPERTY
+@given(seed=st.integers(0, 10_000), scale=st.floats(0.3, 3.0), eps=st.floats(0.0, 0.5),
+       p=st.sampled_from(NORMS), ibp_weight=st.sampled_from([0.0, 0.3, 1.0]))
+def test_the_margin_bound_is_above_the_greedy_actions_worst_loss(seed, scale, eps, p,
+                                                                  ibp_weight):
+    policy = _policy("categorical", seed, scale)
+    states = torch.randn(6, 4, generator=torch.Generator().manual_seed(seed),
+                         dtype=torch.float64)
+    bound = action_margin_bound(policy, states, eps, "inf" if p == math.inf else "2",
+                                ibp_weight=ibp_weight)
+    assert (bound >= _worst_greedy_loss(policy, states, eps, p, seed) - 1e-7).all()
+
+
+def test_the_margin_bound_is_the_greedy_loss_at_radius_zero_and_a_step_lowers_it():
+    policy = _policy("categorical", 0, 2.0)
+    states = torch.randn(32, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    clean = -torch.log_softmax(policy.net(states), -1).amax(-1)
+    assert torch.allclose(action_margin_bound(policy, states, 0.0), clean, atol=1e-12)
+    optimizer = torch.optim.SGD(policy.parameters(), lr=0.05)
+    before = convex_sa_regularizer(policy, states, 0.1, objective="margin")
+    before.backward()
+    optimizer.step()
+    after = convex_sa_regularizer(policy, states, 0.1, objective="margin")
+    assert float(after.detach()) < float(before.detach())
+    with pytest.raises(ValueError, match="categorical policies"):
+        action_margin_bound(_policy("gaussian", 0, 1.0), states, 0.1)
+    with pytest.raises(ValueError, match="unknown objective"):
+        convex_sa_regularizer(policy, states, 0.1, objective="entropy")
+
+
+def test_the_margin_variant_trains_and_is_named():
+    config = PPOConfig(env_id="CartPole-v1", total_steps=4096, seed=0, sa_reg=0.1, sa_eps=0.05,
+                       sa_method="convex", sa_objective="margin", num_envs=4)
+    assert config.variant == "sappo-margin"
+    result = train(config)
+    assert result.agent.metadata["config"]["sa_objective"] == "margin"
+    with pytest.raises(ValueError, match="needs sa_method='convex'"):
+        PPOConfig(env_id="CartPole-v1", sa_reg=0.1, sa_eps=0.1, sa_objective="margin").validate()
+    with pytest.raises(ValueError, match="unknown sa_objective"):
+        PPOConfig(env_id="CartPole-v1", sa_reg=0.1, sa_eps=0.1, sa_method="convex",
+                  sa_objective="kl").validate()
+
+
+@pytest.mark.parametrize("agent_id", ["CartPole-v1/ppo/seed0", "Acrobot-v1/ppo/seed0"])
+@pytest.mark.parametrize("p", NORMS)
+def test_the_margin_bound_holds_on_shipped_agents(agent_id, p):
+    policy = load(agent_id).policy.double()
+    states = torch.randn(8, policy.obs_dim, generator=torch.Generator().manual_seed(1),
+                         dtype=torch.float64)
+    worst = _worst_greedy_loss(policy, states, 0.1, p, 1)
+    for ibp_weight in (0.0, 1.0):
+        bound = action_margin_bound(policy, states, 0.1, "inf" if p == math.inf else "2",
+                                    ibp_weight=ibp_weight)
+        assert (bound >= worst - 1e-7).all()
