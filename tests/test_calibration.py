@@ -27,8 +27,8 @@ def test_the_simulation_is_reproducible_and_says_what_it_measured():
 def test_rule_verdict_is_the_rule_of_the_sweet_spot_table():
     score = {(0.0, 0): 0.5, (0.0, 1): 0.4, (0.0, 2): 0.45,
              (0.3, 0): 0.8, (0.3, 1): 0.7, (0.3, 2): 0.78}
-    assert _judge(score, [0.0, 0.3], [0, 1, 2])[4] == "sweet spot"
-    assert rule_verdict(0.3, [0.3, 0.3, 0.33]) == "sweet spot"
+    assert _judge(score, [0.0, 0.3], [0, 1, 2])[4] == "candidate"
+    assert rule_verdict(0.3, [0.3, 0.3, 0.33]) == "candidate"
     assert rule_verdict(0.3, [0.3, -0.01, 0.33]) == "none here"  # one seed loses
     assert rule_verdict(0.3, [0.05, 0.4, 0.1]) == "none here"  # median below the spread
     assert rule_verdict(0.0, [0.3, 0.3, 0.3]) == "none here"  # the control itself

@@ -605,7 +605,7 @@ def _series(scores: dict[float, list[float]], clean_dense: float = 100.0) -> lis
 
 def test_the_sweet_spot_follows_its_definition():
     found = sweet_spots(_series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.65, 0.72]}))
-    assert found[0]["verdict"] == "sweet spot" and found[0]["sweet_spot"] == 0.5
+    assert found[0]["verdict"] == "candidate" and found[0]["sweet_spot"] == 0.5
     assert found[0]["gain_min"] == pytest.approx(0.05)
     assert found[0]["gain_median"] == pytest.approx(0.1)
     assert found[0]["gain_spread"] == pytest.approx(0.07)
@@ -620,7 +620,7 @@ def test_the_sweet_spot_follows_its_definition():
     assert sweet_spots(partial)[0]["verdict"] == "incomplete"
     # a seed not started at all: only the grid knows it is missing
     two_seeds = _series({0.0: [0.6, 0.6], 0.5: [0.7, 0.68]})
-    assert sweet_spots(two_seeds)[0]["verdict"] == "sweet spot"
+    assert sweet_spots(two_seeds)[0]["verdict"] == "candidate"
     key = ("T", "ppo", "magnitude", "global", 1, 0.1, "inf", 1, None, None)
     wanted = {key: {(s, seed) for s in (0.0, 0.5) for seed in (0, 1, 2)}}
     judged = sweet_spots(two_seeds, wanted)[0]
@@ -637,7 +637,7 @@ def test_a_categorical_series_is_scored_by_its_learned_adversaries_once_they_ran
     assert under_all["score_attacks"] == ["mad", "optimal"]
     assert under_all["median_attacked"] == [0.0, 0.0] and under_all["verdict"] == "none here"
     cheap = sweet_spots(records, attacks=("random", "critic", "mad"))[0]
-    assert cheap["score_attacks"] == ["mad"] and cheap["verdict"] == "sweet spot"
+    assert cheap["score_attacks"] == ["mad"] and cheap["verdict"] == "candidate"
     assert sweet_spots(records, attacks=("rs",))[0]["verdict"] == "incomplete"
 
 
@@ -667,7 +667,7 @@ def test_a_stronger_attack_rejudges_a_sweet_spot_where_it_ran():
 
     records = _series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.65, 0.72], 0.7: [0.5, 0.5, 0.5]})
     entry = sweet_spots(records)[0]
-    assert entry["verdict"] == "sweet spot" and entry["sweet_spot"] == 0.5
+    assert entry["verdict"] == "candidate" and entry["sweet_spot"] == 0.5
 
     def add(attack, sparsity, normalized, seeds=(0, 1, 2)):
         """The attack at ``sparsity`` with n(R) = ``normalized`` (R_rand 0, R_0 100)."""
@@ -689,7 +689,7 @@ def test_a_stronger_attack_rejudges_a_sweet_spot_where_it_ran():
     assert judged["median_attacked"][0] == pytest.approx(0.1)
     assert judged["median_attacked"][1] == pytest.approx(0.15)
     assert judged["gain_median"] == pytest.approx(0.025)
-    assert judged["verdict"] == "sweet spot" and judged["gain_spread"] == pytest.approx(0.0)
+    assert judged["verdict"] == "candidate" and judged["gain_spread"] == pytest.approx(0.0)
     add("rs", 0.5, 0.05)  # robust Sarsa breaks the pruned agents harder than the dense ones
     judged = rejudge(rows(records), entry, ["rs"])
     assert judged["verdict"] == "none here" and judged["sweet_spot"] == 0.0

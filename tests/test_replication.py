@@ -48,7 +48,7 @@ def test_a_real_gain_replicates_and_its_interval_is_the_bootstrap_of_the_seed_me
     assert entry["gain_per_seed"] == pytest.approx(per_seed)
     assert entry["gain_mean"] == pytest.approx(np.mean(per_seed))
     assert entry["interval"] == pytest.approx(list(bootstrap_interval(per_seed)))
-    assert entry["rule_verdict"] == "sweet spot" and entry["seeds"] == [3, 4, 5, 6]
+    assert entry["rule_verdict"] == "candidate" and entry["seeds"] == [3, 4, 5, 6]
 
 
 def test_a_gain_that_flips_sign_across_seeds_does_not_replicate():

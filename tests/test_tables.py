@@ -26,7 +26,7 @@ def test_a_table_refuses_formats_that_do_not_fit_its_columns():
 def test_the_sweet_spot_pages_read_the_shipped_grid():
     assert len(sweet_spot_pages.complete) == 32
     hopper = sweet_spot_pages.series("Hopper-v5", "ppo", "magnitude", "global")
-    assert hopper["verdict"] == "sweet spot" and hopper["sweet_spot"] == 0.3
+    assert hopper["verdict"] == "candidate" and hopper["sweet_spot"] == 0.3
     assert sweet_spot_pages.task("Walker2d-v5") == "Walker2d"
     with pytest.raises(AttributeError):
         sweet_spot_pages.no_such_thing  # noqa: B018

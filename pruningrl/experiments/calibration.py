@@ -4,7 +4,7 @@ Under the null hypothesis every sparsity of a series scores the same in distribu
 score of (sparsity s, training seed k) is exchangeable across sparsities, score(s, k) =
 u_k + e_{s,k} with a seed effect u_k (which cancels in every gain) and independent noise
 e_{s,k}. The rule of ``pruningrl.experiments.results`` (``_judge``) then picks s* as the
-sparsity with the highest median score and declares a sweet spot when s* > 0, every seed's
+sparsity with the highest median score and declares a candidate when s* > 0, every seed's
 gain score(s*) - score(0) is positive and the median gain exceeds the seed spread. Because s*
 is chosen on the same scores that judge it, the rule fires by chance more often than its
 per-seed conditions suggest. ``null_false_positive_rate`` estimates that rate by simulation,
@@ -49,7 +49,7 @@ class NullRate:
 def null_false_positive_rate(seeds: int, sparsities: int, trials: int = 20_000,
                              pre_registered: bool = False, noise: str = "normal",
                              seed: int = 0) -> NullRate:
-    """The share of ``trials`` simulated null series in which the rule declares a sweet spot.
+    """The share of ``trials`` simulated null series in which the rule declares a candidate.
 
     ``sparsities`` counts the dense control (a grid 0, 0.1, ..., 0.9 has 10). With
     ``pre_registered`` only the control and one fixed nonzero sparsity are scored, and the rule
@@ -73,5 +73,5 @@ def null_false_positive_rate(seeds: int, sparsities: int, trials: int = 20_000,
                                          for k in range(seeds)])
         else:
             verdict = _judge(score, grid, list(range(seeds)))[4]
-        fired += verdict == "sweet spot"
+        fired += verdict == "candidate"
     return NullRate(seeds, sparsities, pre_registered, trials, fired / trials)

@@ -87,7 +87,7 @@ def _certified_spot(members: list[dict], random_return: float | None) -> dict:
         score[(s, k)] = (clean_n[(s, k)] + 1.0 - tv[(s, k)]) / 2
     medians, best, gains, spread, verdict = _judge(score, sparsities, seeds)
     return {
-        "verdict": "candidate" if verdict == "sweet spot" else verdict,
+        "verdict": verdict,
         "sweet_spot": best, "seeds": seeds, "sparsities": sparsities,
         "gain_median": float(np.median(gains)), "gain_min": min(gains), "gain_max": max(gains),
         "gain_spread": spread,

@@ -10,8 +10,10 @@ never saw. For a candidate (task, variant, method, scope, sparsity s*) and an at
 * the gain g(k, f) = score(s*, k, f) - score(0, k, f), and a seed's gain g(k) = mean over f;
 * the estimate is the mean of g(k) over training seeds, with a 95% percentile bootstrap
   interval over training seeds (each resampled seed brings its fine-tuning runs);
-* the candidate *replicates* when the interval lies above 0; the rule of the definition
-  (``results.rule_verdict`` on the g(k)) is reported beside it;
+* the candidate *replicates* when the interval lies above 0, and only a replicated candidate
+  is a sweet spot; the rule of the definition (``results.rule_verdict`` on the g(k):
+  "candidate" or "none here", what the exploratory rule would say of these seeds) is
+  reported beside it;
 * the fine-tuning share is the within-seed share of the gains' variance, from a one-way
   random-effects decomposition: s_w^2 = mean_k var_f g(k, f), s_b^2 = max(0, var_k g(k) -
   s_w^2 / n_f), share = s_w^2 / (s_w^2 + s_b^2).

@@ -13,9 +13,11 @@ are means over the evaluation episodes:
 * score(s) = (c(s) + a(s)) / 2.
 * sweet spot s* = the sparsity with the highest median-over-seeds score; its gain is
   g = score(s*) - score(0) per seed, and its seed spread is max g - min g. The verdict is
-  "sweet spot" when s* > 0, the gain is positive for every seed (its whole seed range lies
+  "candidate" when s* > 0, the gain is positive for every seed (its whole seed range lies
   above zero) and the median gain exceeds the seed spread; else "none here". (A median gain
   smaller than the spread is one the seeds cannot tell from the seed-to-seed variation.)
+  s* is chosen on the scores that judge it, so the verdict is a candidate, not a confirmed
+  sweet spot: only a held-out replication (``pruningrl.experiments.replication``) confirms one.
   A series measured on one seed (a pilot) has no spread, so it gets s* and its gain but no
   verdict: "one seed".
 """
@@ -285,11 +287,12 @@ def normalized(value: float, dense: float, random_return: float) -> float:
 
 def rule_verdict(best: float, gains: list[float]) -> str:
     """The sweet-spot rule at a chosen sparsity ``best`` with per-seed gains over the control:
-    "sweet spot" when best > 0, min gain > 0 and median gain > max gain - min gain."""
+    "candidate" when best > 0, min gain > 0 and median gain > max gain - min gain, else
+    "none here" ("one seed" with fewer than two gains)."""
     if len(gains) < 2:
         return "one seed"
     spread = max(gains) - min(gains)
-    return ("sweet spot" if best > 0 and min(gains) > 0 and np.median(gains) > spread
+    return ("candidate" if best > 0 and min(gains) > 0 and np.median(gains) > spread
             else "none here")
 
 

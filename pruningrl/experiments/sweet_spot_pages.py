@@ -134,7 +134,7 @@ def _draw_series(ax, tv, env: str, variant: str, entry: dict) -> None:
         _band(ax, x, entry["per_seed"]["attacked"], "C4", ls="--")
     else:
         _band(ax, x, entry["per_seed"]["attacked"], "C3")
-    if entry["verdict"] == "sweet spot":
+    if entry["verdict"] == "candidate":
         ax.axvline(100 * entry["sweet_spot"], color="k", lw=1, ls="-.")
     for level in (0, 1):
         ax.axhline(level, color="0.5", lw=0.8, ls=":")
@@ -151,7 +151,7 @@ def _legend(env: str, variants: list[str]) -> list:
     handles = [Line2D([], [], color="C0", label="clean"), Line2D([], [], color="C3", label=worst)]
     if env in CATEGORICAL:
         handles.append(Line2D([], [], color="C4", ls="--", label="with learned adversaries"))
-    handles.append(Line2D([], [], color="k", ls="-.", label="sweet spot"))
+    handles.append(Line2D([], [], color="k", ls="-.", label="candidate"))
     handles += [Line2D([], [], color=VARIANT_COLOR[v], label=f"{NAMES[v]}: slope bound")
                 for v in variants]
     return [*handles, Line2D([], [], color="0.4", ls="--", label="CROWN")]
