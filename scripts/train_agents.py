@@ -54,6 +54,12 @@ PLAN: list[tuple[str, str, int, list[str]]] = [
                                               "--set", "sa_detach_std=false"]),
     ("Walker2d-v5", "sappo-convex", 2_000_000, ["--sa-reg", "0.03", "--sa-method", "convex",
                                                 "--set", "sa_detach_std=false"]),
+    # The categorical tasks have no literature radius: theirs is the one the radius pilot's rule
+    # chose by the strongest attacks (pruningrl/grids/pilot-categorical-strong-eps.toml), on the
+    # normalized observations. kappa 0.1 and SA-PPO's schedule: CartPole pilots at eps 0.2
+    # (pruningrl/results/training/pilots-sappo-convex-cartpole.json).
+    ("CartPole-v1", "sappo-convex", 200_000, ["--sa-reg", "0.1", "--sa-method", "convex",
+                                              "--eps", "0.8"]),
     ("HalfCheetah-v5", "ppo", 2_000_000, ["--set", "log_std_init=-2"]),
     ("HalfCheetah-v5", "sappo", 2_000_000, ["--sa-reg", "0.1", "--set", "log_std_init=-2"]),
     ("Ant-v5", "ppo", 3_000_000, ["--set", "log_std_init=-2", "--set", "learning_rate=0.0001"]),

@@ -871,3 +871,22 @@ def test_attack_reliability_counts_failed_attempts_as_the_sweet_spot_records_sho
               for name, v in found.items()}
     assert counts == {"optimal": (24, 13, 10), "paad": (24, 7, 3)}
     assert found["optimal"]["median_attempts"] == 2.0 and found["paad"]["median_spread"] > 0.1
+
+
+def test_attack_reliability_judges_attempts_only_where_the_victim_is_breakable():
+    """A point where every attempt is weak does not count against the attempts; at a point
+    where one attempt took the return to 10 of 100, the other two (99 and 50) are one failure
+    and one success: attempt_failed = 1/3."""
+    from pruningrl.experiments.results import attack_reliability
+
+    def entry(attempts: dict) -> dict:
+        return {"attack": "paad", "clean_return": 100.0, "mean_return": min(attempts.values()),
+                "attempts": attempts,
+                "spread": max(attempts.values()) - min(attempts.values())}
+
+    robust = entry({"paad:s=0": 99.0, "paad:s=1": 98.0})
+    breakable = entry({"paad:s=0": 99.0, "paad:s=1": 10.0, "paad:s=2": 50.0})
+    found = attack_reliability([robust, breakable])["paad"]
+    assert found["points"] == 2 and found["strongest_attempt_failed"] == 0.5
+    assert found["breakable_points"] == 1 and found["attempt_failed"] == pytest.approx(1 / 3)
+    assert attack_reliability([robust])["paad"]["attempt_failed"] is None

@@ -432,7 +432,12 @@ def attack_reliability(learned: list[dict]) -> dict[str, dict]:
     tenth of the clean return, or raised it). Reported: the points, the share of points whose
     first attempt failed and whose strongest attempt still failed, the median number of
     attempts, and the median spread of the attempts' returns as a share of the clean return
-    (over points with two attempts or more)."""
+    (over points with two attempts or more).
+
+    A point where every attempt is weak may hold a robust victim rather than a weak attack, so
+    the attempts are also judged where the victim is breakable: ``attempt_failed`` is the
+    share of single attempts that failed, over the points where one attempt of the same attack
+    succeeded (``breakable_points`` of them; None when there are none)."""
     from pruningrl.experiments.sweep import is_weak
 
     out = {}
@@ -441,6 +446,9 @@ def attack_reliability(learned: list[dict]) -> dict[str, dict]:
         first = [next(iter(e["attempts"].values())) for e in entries]
         spreads = [e["spread"] / abs(e["clean_return"]) for e in entries
                    if len(e["attempts"]) > 1 and e["clean_return"]]
+        breakable = [e for e in entries if not is_weak(e["clean_return"], e["mean_return"])]
+        attempts = [is_weak(e["clean_return"], r) for e in breakable
+                    for r in e["attempts"].values()]
         out[name] = {
             "points": len(entries),
             "first_attempt_failed": float(np.mean([is_weak(e["clean_return"], r)
@@ -450,6 +458,8 @@ def attack_reliability(learned: list[dict]) -> dict[str, dict]:
                                                        for e in entries])),
             "median_attempts": float(np.median([len(e["attempts"]) for e in entries])),
             "median_spread": float(np.median(spreads)) if spreads else None,
+            "breakable_points": len(breakable),
+            "attempt_failed": float(np.mean(attempts)) if attempts else None,
         }
     return out
 
