@@ -60,6 +60,8 @@ PLAN: list[tuple[str, str, int, list[str]]] = [
     # (pruningrl/results/training/pilots-sappo-convex-cartpole.json).
     ("CartPole-v1", "sappo-convex", 200_000, ["--sa-reg", "0.1", "--sa-method", "convex",
                                               "--eps", "0.8"]),
+    ("Acrobot-v1", "sappo-convex", 300_000, ["--sa-reg", "0.1", "--sa-method", "convex",
+                                             "--eps", "0.141"]),
     ("HalfCheetah-v5", "ppo", 2_000_000, ["--set", "log_std_init=-2"]),
     ("HalfCheetah-v5", "sappo", 2_000_000, ["--sa-reg", "0.1", "--set", "log_std_init=-2"]),
     ("Ant-v5", "ppo", 3_000_000, ["--set", "log_std_init=-2", "--set", "learning_rate=0.0001"]),
