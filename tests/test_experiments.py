@@ -635,10 +635,25 @@ def test_a_categorical_series_is_scored_by_its_learned_adversaries_once_they_ran
             r["result"]["attacks"]["optimal"] = {"returns": [0.0]}  # the random policy's
     under_all = sweet_spots(records)[0]
     assert under_all["score_attacks"] == ["mad", "optimal"]
-    assert under_all["median_attacked"] == [0.0, 0.0] and under_all["verdict"] == "none here"
+    # every point held at the random policy's return: nothing to judge at this radius
+    assert under_all["median_attacked"] == [0.0, 0.0] and under_all["verdict"] == "uninformative"
     cheap = sweet_spots(records, attacks=("random", "critic", "mad"))[0]
     assert cheap["score_attacks"] == ["mad"] and cheap["verdict"] == "candidate"
     assert sweet_spots(records, attacks=("rs",))[0]["verdict"] == "incomplete"
+
+
+def test_one_attacked_point_above_the_floor_makes_a_series_judged_again():
+    """A series is uninformative only while every attacked return normalizes below 0.05: one
+    point at 0.2 of the control makes it judged again."""
+    records = _series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.65, 0.72]})
+    held = [r for r in records if r["config"]["kind"] == "prune"]
+    for r in held:
+        r["result"]["discrete"] = True
+        r["result"]["attacks"]["optimal"] = {"returns": [0.0]}
+    assert sweet_spots(records)[0]["verdict"] == "uninformative"
+    held[-1]["result"]["attacks"]["optimal"] = {"returns": [20.0]}
+    assert max(map(max, sweet_spots(records)[0]["per_seed"]["attacked"])) >= 0.05
+    assert sweet_spots(records)[0]["verdict"] in ("candidate", "none here")
 
 
 def test_one_seed_gets_no_verdict_and_the_better_scope_follows_its_gain():

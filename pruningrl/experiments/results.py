@@ -19,7 +19,9 @@ are means over the evaluation episodes:
   s* is chosen on the scores that judge it, so the verdict is a candidate, not a confirmed
   sweet spot: only a held-out replication (``pruningrl.experiments.replication``) confirms one.
   A series measured on one seed (a pilot) has no spread, so it gets s* and its gain but no
-  verdict: "one seed".
+  verdict: "one seed". A series whose attacked returns all normalize below 0.05 is
+  "uninformative": its attacks hold every point at about the random policy's return, so the
+  score is the clean return's alone and says nothing about robustness at that radius.
 """
 
 from __future__ import annotations
@@ -215,6 +217,12 @@ def pruned_series(table: list[dict], expected: dict[tuple, set] | None = None
     return out
 
 
+#: a series whose every normalized attacked return lies below this is not judged: the attack
+#: holds every point at about the random policy's return, so the score measures clean return
+#: alone and the radius is too large for the question (verdict "uninformative").
+UNINFORMATIVE_ATTACKED = 0.05
+
+
 def _sweet_spot(members: list[dict], random_return: float | None,
                 only: tuple[str, ...] | None = None) -> dict:
     if random_return is None:
@@ -249,6 +257,8 @@ def _sweet_spot(members: list[dict], random_return: float | None,
             clean_n[(s, seed)], attacked_n[(s, seed)] = c, a
             score[(s, seed)] = (c + a) / 2
     medians, best, gains, spread, verdict = _judge(score, sparsities, seeds)
+    if all(a < UNINFORMATIVE_ATTACKED for a in attacked_n.values()):
+        verdict = "uninformative"
     radius = {s: _median_of(members, s, "certified_radius") for s in sparsities}
     return {
         "verdict": verdict, "sweet_spot": best, "seeds": seeds, "score_attacks": attacks,
