@@ -669,9 +669,13 @@ def cmd_results(args: argparse.Namespace) -> int:
 
     loaded = load_results(args.source)
     if any(r["finetune_seed"] is not None for r in loaded["rows"]):
-        from pruningrl.experiments.replication import load_replication
+        from pruningrl.experiments.replication import replication, robust_training
+        from pruningrl.experiments.results import results_dir
+        from pruningrl.experiments.store import RecordStore
 
-        loaded["replication"] = load_replication(args.source)
+        held_out = list(RecordStore(results_dir(args.source)).records())
+        loaded["replication"] = replication(held_out)
+        loaded["robust_training"] = robust_training(held_out)
     certified = any(r["variant"] == CERTIFIED_VARIANT for r in loaded["rows"])
     if certified:
         loaded.update(load_certified(args.source))
@@ -684,9 +688,15 @@ def cmd_results(args: argparse.Namespace) -> int:
         lines += ["with stronger attacks, where they ran:",
                   *format_stronger(loaded["stronger_attacks"]), ""]
     if "replication" in loaded:
-        from pruningrl.experiments.replication import format_replication
+        from pruningrl.experiments.replication import (
+            format_replication,
+            format_robust_training,
+        )
 
         lines += ["held-out replication:", *format_replication(loaded["replication"]), ""]
+        if loaded["robust_training"]:
+            lines += ["robust training against the pruned candidates, held-out seeds:",
+                      *format_robust_training(loaded["robust_training"]), ""]
     if certified:
         lines += ["certified sweet spots (score: clean return and CROWN certificate):",
                   *format_certified(loaded), ""]

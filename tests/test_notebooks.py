@@ -128,3 +128,20 @@ def test_figure_names_are_unique_across_the_book():
              for path in toc_notebooks() for c in code_cells(path)]
     names = [n for n in names if n]
     assert len(names) == len(set(names)), "two figures share a name"
+
+
+@pytest.mark.parametrize("path", toc_notebooks(), ids=lambda p: p.name)
+def test_no_figure_text_set_below_ten_points(path: Path):
+    """The book's style sets every font at 10 pt or more; a cell may not shrink one again
+    (``fontsize=9``, ``fontsize="small"``, ``labelsize=8``)."""
+    import re
+
+    pattern = re.compile(r"\b(?:fontsize|labelsize|size)\s*=\s*(?:(\d+(?:\.\d+)?)|"
+                         r"[\"'](xx-small|x-small|small|smaller)[\"'])")
+    small = []
+    for i, cell in enumerate(code_cells(path)):
+        for match in pattern.finditer("".join(cell["source"])):
+            points, named = match.groups()
+            if named or float(points) < 10:
+                small.append((i, match.group(0)))
+    assert not small, f"{path.name}: text below 10 pt in code cells {small}"

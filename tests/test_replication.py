@@ -7,9 +7,12 @@ import pytest
 
 from pruningrl.experiments.replication import (
     bootstrap_interval,
+    difference_interval,
     finetune_share,
     format_replication,
+    format_robust_training,
     replication,
+    robust_training,
 )
 
 CLEAN = 100.0
@@ -81,3 +84,50 @@ def test_the_fine_tuning_share_separates_within_from_between_seed_variation():
     runs = {k: list(u + rng.normal(0, 1, 2)) for k, u in enumerate(rng.normal(0, 1, 400))}
     assert 0.35 < finetune_share(runs) < 0.65
     assert finetune_share({3: [0.1]}) is None
+
+
+def _robust_records(pruned_attacked: list[float], robust_attacked: list[float],
+                    robust_seeds: tuple[int, ...] = (10, 11, 12)) -> list[dict]:
+    """The synthetic PPO series of ``_records`` plus dense SA-PPO controls (two fine-tuning
+    seeds each, attacked returns ``robust_attacked[i]`` and that plus 2), on other seeds."""
+    gains = {k: [a / (2 * CLEAN)] * 2 for k, a in enumerate(pruned_attacked, start=3)}
+    records = _records(gains)
+    for k, attacked in zip(robust_seeds, robust_attacked, strict=True):
+        for f, shift in enumerate((0.0, 2.0)):
+            records.append({"id": f"sappo-{k}-{f}", "status": "done", "config": {
+                **records[1]["config"], "variant": "sappo", "seed": k, "method": "dense",
+                "scope": None, "target_sparsity": 0.0, "finetune_seed": f},
+                "result": {**records[1]["result"], "attacks": {
+                    "none": {"returns": [CLEAN]}, "random": {"returns": [CLEAN]},
+                    "critic": {"returns": [attacked + shift + 5]},
+                    "mad": {"returns": [attacked + shift]}}}})
+    return records
+
+
+def test_robust_training_is_compared_with_each_pruned_candidate_over_seed_means():
+    entries = robust_training(_robust_records([10, 20, 30, 40], [70, 80, 90]))
+    [entry] = entries
+    assert entry["attack_set"] == "cheap" and entry["sparsity"] == 0.3
+    assert entry["robust"]["seeds"] == [10, 11, 12] and entry["pruned"]["seeds"] == [3, 4, 5, 6]
+    assert entry["robust"]["attacked"] == pytest.approx([71, 81, 91])  # mean over f
+    assert entry["lead"]["attacked"] == pytest.approx(81 - 25)
+    assert entry["lead"]["clean"] == pytest.approx(0.0)
+    assert entry["interval"]["attacked"] == pytest.approx(list(difference_interval(
+        [71, 81, 91], [10, 20, 30, 40])))
+    assert entry["verdict"] == "robust training ahead"
+    assert "robust training ahead" in format_robust_training(entries)[0]
+
+
+def test_robust_training_behind_or_unresolved_is_said_so():
+    [behind] = robust_training(_robust_records([60, 62, 64], [10, 12, 14]))
+    assert behind["verdict"] == "pruning ahead" and behind["interval"]["attacked"][1] < 0
+    [tied] = robust_training(_robust_records([10, 60, 20, 70], [15, 65, 40]))
+    low, high = tied["interval"]["attacked"]
+    assert tied["verdict"] == "no difference resolved" and low < 0 < high
+
+
+def test_difference_interval_resamples_each_family_on_its_own():
+    low, high = difference_interval([1.0, 1.0, 1.0], [0.0, 0.0])
+    assert low == high == 1.0  # no spread in either family
+    low, high = difference_interval([0.0, 10.0], [5.0] * 5)
+    assert low == pytest.approx(-5.0) and high == pytest.approx(5.0)

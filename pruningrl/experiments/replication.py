@@ -17,6 +17,12 @@ never saw. For a candidate (task, variant, method, scope, sparsity s*) and an at
 * the fine-tuning share is the within-seed share of the gains' variance, from a one-way
   random-effects decomposition: s_w^2 = mean_k var_f g(k, f), s_b^2 = max(0, var_k g(k) -
   s_w^2 / n_f), share = s_w^2 / (s_w^2 + s_b^2).
+
+Robust training is compared with each pruned PPO candidate of its task on the held-out seeds
+too (``robust_training``): per training seed, the raw clean and worst-attack returns averaged
+over fine-tuning seeds; the difference of the two families' means over their own seeds, with a
+95% percentile bootstrap interval that resamples each family's seeds on its own (the seeds
+of the two are different agents, so nothing pairs them).
 """
 
 from __future__ import annotations
@@ -134,6 +140,79 @@ def replication(records: list[dict]) -> list[dict]:
                 out.append({"attack_set": name,
                             **judge_candidate(returns, random_return, candidate, attacks)})
     return out
+
+
+def _seed_means(returns: dict, point: tuple, attacks: tuple[str, ...]) -> dict[str, list]:
+    """Per training seed, the mean over fine-tuning seeds of the clean and the worst-attack
+    return at ``point`` (task, variant, method, scope, sparsity); runs missing one are left out."""
+    runs: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for key, measured in returns.items():
+        if key[:5] == point and "none" in measured and all(a in measured for a in attacks):
+            runs[key[5]].append((measured["none"], min(measured[a] for a in attacks)))
+    seeds = sorted(runs)
+    return {"seeds": seeds,
+            "clean": [float(np.mean([c for c, _ in runs[k]])) for k in seeds],
+            "attacked": [float(np.mean([a for _, a in runs[k]])) for k in seeds]}
+
+
+def difference_interval(first: list[float], second: list[float], resamples: int = BOOTSTRAP,
+                        seed: int = 0) -> tuple[float, float]:
+    """The 95% percentile bootstrap interval of mean(first) - mean(second), each resampled on
+    its own."""
+    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    rng = np.random.default_rng(seed)
+    diffs = (a[rng.integers(0, len(a), (resamples, len(a)))].mean(axis=1)
+             - b[rng.integers(0, len(b), (resamples, len(b)))].mean(axis=1))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def robust_training(records: list[dict], robust_variant: str = "sappo") -> list[dict]:
+    """The robustly trained dense control against each pruned PPO candidate of its task, under
+    each attack set measured at every run of both: the mean clean and worst-attack returns of
+    each, and the robust agents' lead (robust minus pruned) with its bootstrap interval.
+    ``verdict`` reads the attacked lead: "robust training ahead" when its interval lies above
+    0, "pruning ahead" when below, else "no difference resolved"."""
+    table = [r for r in rows(records) if r["finetune_seed"] is not None]
+    returns = _returns(table)
+    measured = {r["attack"] for r in table}
+    out = []
+    candidates = sorted({key[:5] for key in returns if key[1] == "ppo" and key[2] != "dense"},
+                        key=str)
+    for candidate in candidates:
+        robust_point = (candidate[0], robust_variant, "dense", None, 0.0)
+        for name, attacks in ATTACK_SETS.items():
+            if not set(attacks) <= measured:
+                continue
+            pruned, robust = (_seed_means(returns, p, attacks) for p in (candidate, robust_point))
+            if len(pruned["seeds"]) < 2 or len(robust["seeds"]) < 2:
+                continue
+            lead = {key: float(np.mean(robust[key]) - np.mean(pruned[key]))
+                    for key in ("clean", "attacked")}
+            interval = {key: difference_interval(robust[key], pruned[key])
+                        for key in ("clean", "attacked")}
+            low, high = interval["attacked"]
+            out.append({"env_id": candidate[0], "method": candidate[2], "scope": candidate[3],
+                        "sparsity": candidate[4], "robust_variant": robust_variant,
+                        "attack_set": name, "pruned": pruned, "robust": robust, "lead": lead,
+                        "interval": interval,
+                        "verdict": ("robust training ahead" if low > 0 else
+                                    "pruning ahead" if high < 0 else "no difference resolved")})
+    return out
+
+
+def format_robust_training(entries: list[dict]) -> list[str]:
+    """One line per comparison: each family's mean returns and the robust agents' lead."""
+    lines = []
+    for e in entries:
+        low, high = e["interval"]["attacked"]
+        lines.append(
+            f"{e['env_id']} {e['robust_variant']} dense vs ppo {e['method']} ({e['scope']}) "
+            f"{e['sparsity']:g} [{e['attack_set']}]: attacked "
+            f"{np.mean(e['robust']['attacked']):.1f} vs {np.mean(e['pruned']['attacked']):.1f}, "
+            f"lead {e['lead']['attacked']:+.1f} [{low:+.1f}, {high:+.1f}]; clean lead "
+            f"{e['lead']['clean']:+.1f}: {e['verdict']}")
+    return lines
 
 
 def load_replication(name_or_dir: str) -> list[dict]:
