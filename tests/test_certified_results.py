@@ -19,9 +19,12 @@ RANDOM_RETURN = 0.0
 
 
 def _point(variant: str, sparsity: float, seed: int, clean: float, tv: float | None,
-           paad: float | None = None) -> dict:
-    """A done prune record of task T: the clean return, the CROWN TV, PA-AD where given."""
-    attacks = {"none": {"returns": [clean]}, "mad": {"returns": [clean]}}
+           paad: float | None = None, cheap: tuple[float, float, float] | None = None) -> dict:
+    """A done prune record of task T: the clean return, the CROWN TV, PA-AD where given, and
+    the cheap attacks (random, critic, MAD) at the clean return unless given."""
+    random, critic, mad = cheap or (clean, clean, clean)
+    attacks = {"none": {"returns": [clean]}, "random": {"returns": [random]},
+               "critic": {"returns": [critic]}, "mad": {"returns": [mad]}}
     if paad is not None:
         attacks["paad:n=100"] = {"returns": [paad]}
     crown = None if tv is None else {"tv_mean": tv, "certified_fraction": 1.0,
@@ -84,7 +87,8 @@ def test_certified_training_is_compared_with_the_pruned_rival_of_closest_clean_r
     records = [
         *(_point("sappo-convex", 0.0, k, 100.0, 0.2, paad=80.0) for k in range(3)),
         *(_point("sappo", 0.0, k, 120.0, 0.4, paad=30.0) for k in range(3)),
-        *(_point("sappo", 0.4, k, 104.0 + k, 0.35, paad=40.0) for k in range(3)),
+        *(_point("sappo", 0.4, k, 104.0 + k, 0.35, paad=40.0, cheap=(90.0, 70.0 - k, 95.0))
+          for k in range(3)),
         *(_point("sappo", 0.8, k, 60.0, 0.3) for k in range(3)),  # PA-AD has not run here
     ]
     (compared,) = certified_against_pruned(rows(records))
@@ -93,6 +97,8 @@ def test_certified_training_is_compared_with_the_pruned_rival_of_closest_clean_r
     pruned = compared["pruned"]
     assert (pruned["variant"], pruned["sparsity"], pruned["clean"]) == ("sappo", 0.4, 105.0)
     assert pruned["crown_tv"] == 0.35 and pruned["worst_paad"] == 40.0
+    assert pruned["worst_cheap"] == 69.0  # the median seed's worst cheap attack (critic)
+    assert compared["certified"]["worst_cheap"] == 100.0
     farther = [r for r in records if r["config"]["target_sparsity"] != 0.4]
     assert certified_against_pruned(rows(farther))[0]["pruned"]["worst_paad"] is None
 
@@ -113,3 +119,13 @@ def test_results_of_a_certified_sweep_print_and_emit_the_certified_verdicts(tmp_
     assert emitted["certified_sweet_spots"][0]["sweet_spot"] == 0.5
     assert main(["results", str(tmp_path)]) == 0
     assert "certified sweet spots" in capsys.readouterr().out
+
+
+def test_a_point_missing_a_cheap_attack_has_no_worst_cheap_return():
+    records = [*(_point("sappo-convex", 0.0, k, 100.0, 0.2) for k in range(3)),
+               *(_point("sappo", 0.4, k, 100.0, 0.3, cheap=(90.0, 80.0, 70.0))
+                 for k in range(3))]
+    del records[-1]["result"]["attacks"]["critic"]  # one seed lacks the critic attack
+    (compared,) = certified_against_pruned(rows(records))
+    assert compared["pruned"]["worst_cheap"] is None
+    assert compared["certified"]["worst_cheap"] == 100.0

@@ -18,7 +18,8 @@ by it. Per base agent (task, variant, seed), pruning method and scope, with the 
 Pruning against certified training at equal clean return (``certified_against_pruned``): per
 task, the dense control of the certifiably trained variant against the pruned point of another
 variant whose median clean return is closest to it, on the mean CROWN TV and on the worst
-attacked return under PA-AD (the worst of its attempts), medians over seeds.
+attacked return under the cheap attacks and under PA-AD (the worst of its attempts), medians
+over seeds.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 
 from pruningrl.experiments.calibration import null_false_positive_rate
 from pruningrl.experiments.results import (
+    CHEAP_ATTACKS,
     _grid_of,
     _judge,
     expected_points,
@@ -110,8 +112,8 @@ def certified_against_pruned(table: list[dict], certified: str = CERTIFIED_VARIA
                              rival: str = RIVAL_VARIANT) -> list[dict]:
     """Per task where both variants ran: the certified variant's dense control against the
     rival's pruned point (any method, scope and sparsity > 0) whose median clean return is
-    closest to it; each with its median clean return, mean CROWN TV and worst PA-AD return
-    (None where PA-AD has not run at every seed of the point)."""
+    closest to it; each with its median clean return, mean CROWN TV, worst cheap attack and
+    worst PA-AD return (None where those attacks have not run at every seed of the point)."""
     points = _point_medians(table)
     out = []
     for env in sorted({key[0] for key in points}):
@@ -129,24 +131,30 @@ def certified_against_pruned(table: list[dict], certified: str = CERTIFIED_VARIA
 
 
 def _point_medians(table: list[dict]) -> dict[tuple, dict]:
-    """(task, variant, method, scope, sparsity) -> median clean return, CROWN TV and worst
-    PA-AD return over its seeds."""
+    """(task, variant, method, scope, sparsity) -> median clean return, CROWN TV, worst cheap
+    attack and worst PA-AD return over its seeds."""
     per_seed: dict[tuple, dict[int, dict]] = {}
     for r in table:
         key = (r["env_id"], r["variant"], r["method"], r["scope"], r["target_sparsity"])
-        point = per_seed.setdefault(key, {}).setdefault(r["seed"], {"paad": np.inf})
+        point = per_seed.setdefault(key, {}).setdefault(r["seed"], {"paad": np.inf,
+                                                                      "cheap": {}})
         if r["attack"] == "none":
             point.update(clean=r["mean_return"], tv=r.get("crown_tv"))
         elif r["attack"] == "paad":
             point["paad"] = min(point["paad"], r["mean_return"])
+        elif r["attack"] in CHEAP_ATTACKS:
+            point["cheap"][r["attack"]] = r["mean_return"]
     out = {}
     for key, seeds in per_seed.items():
         done = [p for p in seeds.values() if "clean" in p]
         if not done or any(p["tv"] is None for p in done):
             continue
         paad = [p["paad"] for p in done]
+        cheap = [min(p["cheap"].values()) if len(p["cheap"]) == len(CHEAP_ATTACKS) else None
+                 for p in done]
         out[key] = {"seeds": len(done), "clean": float(np.median([p["clean"] for p in done])),
                     "crown_tv": float(np.median([p["tv"] for p in done])),
+                    "worst_cheap": None if None in cheap else float(np.median(cheap)),
                     "worst_paad": None if np.isinf(paad).any() else float(np.median(paad))}
     return out
 
@@ -178,10 +186,12 @@ def format_certified(loaded: dict) -> list[str]:
         dense, pruned = c["certified"], c["pruned"]
         lines.append(
             f"{c['env_id']}: {dense['variant']} dense (clean {dense['clean']:,.0f}, CROWN TV "
-            f"{dense['crown_tv']:.3f}, PA-AD {_or_dash(dense['worst_paad'])}) against "
+            f"{dense['crown_tv']:.3f}, cheap {_or_dash(dense['worst_cheap'])}, PA-AD "
+            f"{_or_dash(dense['worst_paad'])}) against "
             f"{pruned['variant']} {pruned['method']} ({pruned['scope']}) at "
             f"{pruned['sparsity']:g} (clean {pruned['clean']:,.0f}, CROWN TV "
-            f"{pruned['crown_tv']:.3f}, PA-AD {_or_dash(pruned['worst_paad'])})")
+            f"{pruned['crown_tv']:.3f}, cheap {_or_dash(pruned['worst_cheap'])}, PA-AD "
+            f"{_or_dash(pruned['worst_paad'])})")
     return lines
 
 

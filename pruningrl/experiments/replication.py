@@ -32,6 +32,7 @@ from collections import defaultdict
 import numpy as np
 
 from pruningrl.experiments.results import (
+    CHEAP_ATTACKS,
     normalized,
     random_returns,
     results_dir,
@@ -40,9 +41,8 @@ from pruningrl.experiments.results import (
 )
 from pruningrl.experiments.store import RecordStore
 
-CHEAP = ("random", "critic", "mad")
 #: the attack sets a candidate is judged under: the cheap attacks, then with PA-AD
-ATTACK_SETS = {"cheap": CHEAP, "cheap+paad": (*CHEAP, "paad")}
+ATTACK_SETS = {"cheap": CHEAP_ATTACKS, "cheap+paad": (*CHEAP_ATTACKS, "paad")}
 BOOTSTRAP = 10_000
 
 

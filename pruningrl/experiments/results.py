@@ -36,6 +36,8 @@ from pruningrl.experiments.jobs import POLICY_ADVERSARIES, expand
 from pruningrl.experiments.store import RecordStore
 
 SHIPPED_RESULTS = Path(__file__).resolve().parent.parent / "results" / "sweeps"
+#: the attacks that need no training: random noise, the critic-gradient attack and MAD
+CHEAP_ATTACKS = ("random", "critic", "mad")
 
 
 def results_dir(name_or_dir: str) -> Path:

@@ -26,10 +26,12 @@ from functools import cache
 
 import numpy as np
 
+from pruningrl.experiments.results import CHEAP_ATTACKS
+
 GRID = "sweet-spot"
 CATEGORICAL = ("CartPole-v1", "Acrobot-v1")
 VARIANT_COLOR = {"ppo": "k", "sappo": "C1"}
-CHEAP, LEARNED = ("random", "critic", "mad"), ("optimal", "paad")
+CHEAP, LEARNED = CHEAP_ATTACKS, ("optimal", "paad")
 NAMES = {"ppo": "PPO", "sappo": "SA-PPO"}
 
 
