@@ -70,6 +70,36 @@ def test_pa_ad_is_judged_as_a_second_attack_set_over_its_worst_attempt():
     assert any("replicated" in line for line in format_replication(entries))
 
 
+def _certify(records: list[dict], tv_at: dict[tuple[float, int], float]) -> list[dict]:
+    """The records with a CROWN certificate of mean TV ``tv_at[(sparsity, k)]`` on each run."""
+    for record in records:
+        config = record["config"]
+        if config["kind"] == "prune":
+            record["result"]["crown"] = {
+                "tv_mean": tv_at[(config["target_sparsity"], config["seed"])],
+                "certified_fraction": 1.0, "radius_tv": {"median": 0.1, "q25": 0.1, "q75": 0.1}}
+    return records
+
+
+def test_certified_runs_are_judged_by_the_certified_score_too():
+    # clean returns equal at 0 and 0.3; the certificate halves from 0.4 to 0.2 on seeds 3-5
+    gains = {3: [0.0, 0.0], 4: [0.0, 0.0], 5: [0.0, 0.0]}
+    tv_at = {(s, k): (0.4 if s == 0.0 else 0.2) for s in (0.0, 0.3) for k in gains}
+    entries = replication(_certify(_records(gains), tv_at))
+    assert [e["score"] for e in entries] == ["attacked", "certified"]
+    certified = entries[1]
+    # cs(0.3) - cs(0) = (1 + 1 - 0.2) / 2 - (1 + 1 - 0.4) / 2 = 0.1 on every run
+    assert certified["gain_per_seed"] == pytest.approx([0.1, 0.1, 0.1])
+    assert certified["verdict"] == "replicated" and entries[0]["verdict"] == "not replicated"
+    assert any("[certified]" in line for line in format_replication(entries))
+    tv_at[(0.3, 4)] = 0.6  # one seed's certificate worsens by as much as the others' improve
+    worse = replication(_certify(_records(gains), tv_at))[1]
+    assert worse["gain_per_seed"][1] == pytest.approx(-0.1)
+    uncertified = _certify(_records(gains), tv_at)
+    del uncertified[-1]["result"]["crown"]  # one run without a certificate: no certified score
+    assert [e["score"] for e in replication(uncertified)] == ["attacked"]
+
+
 def test_a_missing_run_leaves_the_candidate_incomplete():
     records = [r for r in _records({3: [0.1, 0.1], 4: [0.1, 0.1]}) if r["id"] != "0.3-4-1"]
     records[-1]["result"]["attacks"].pop("mad")  # and a control without one attack

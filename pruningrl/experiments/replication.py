@@ -18,6 +18,11 @@ never saw. For a candidate (task, variant, method, scope, sparsity s*) and an at
   random-effects decomposition: s_w^2 = mean_k var_f g(k, f), s_b^2 = max(0, var_k g(k) -
   s_w^2 / n_f), share = s_w^2 / (s_w^2 + s_b^2).
 
+Where every run of a candidate and of its dense controls carries CROWN's certificate, the
+candidate is judged once more, by the certified score of ``pruningrl.experiments.certified``:
+cs(s, k, f) = (n(R_clean(s, k, f)) + 1 - TV(s, k, f)) / 2, with TV the mean CROWN TV at the
+grid's eps, and the same gains, interval and verdicts (``"score": "certified"``).
+
 Robust training is compared with each pruned PPO candidate of its task on the held-out seeds
 too (``robust_training``): per training seed, the raw clean and worst-attack returns averaged
 over fine-tuning seeds; the difference of the two families' means over their own seeds, with a
@@ -28,6 +33,8 @@ of the two are different agents, so nothing pairs them).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 
@@ -69,12 +76,15 @@ def finetune_share(gains: dict[int, list[float]]) -> float | None:
 
 
 def _returns(table: list[dict]) -> dict[tuple, dict[str, float]]:
-    """(task, variant, method, scope, sparsity, k, f) -> attack -> the worst mean return."""
+    """(task, variant, method, scope, sparsity, k, f) -> attack -> the worst mean return, and
+    "crown_tv" -> the run's mean CROWN TV where it was certified."""
     out: dict[tuple, dict[str, float]] = defaultdict(dict)
     for r in table:
         key = (r["env_id"], r["variant"], r["method"], r["scope"], r["target_sparsity"],
                r["seed"], r["finetune_seed"])
         out[key][r["attack"]] = min(out[key].get(r["attack"], np.inf), r["mean_return"])
+        if r["crown_tv"] is not None:
+            out[key]["crown_tv"] = r["crown_tv"]
     return out
 
 
@@ -87,9 +97,18 @@ def _score(point: dict[str, float], control: dict[str, float], random_return: fl
     return (clean + attacked) / 2
 
 
+def _certified_score(point: dict[str, float], control: dict[str, float],
+                     random_return: float) -> float | None:
+    if "none" not in point or "none" not in control or "crown_tv" not in point:
+        return None
+    clean = normalized(point["none"], control["none"], random_return)
+    return (clean + 1.0 - point["crown_tv"]) / 2
+
+
 def judge_candidate(returns: dict, random_return: float, candidate: tuple,
-                    attacks: tuple[str, ...]) -> dict:
-    """One candidate under one attack set: per-run gains, the estimate and the verdicts."""
+                    score: Callable[[dict, dict, float], float | None]) -> dict:
+    """One candidate under one score (``score(point, control, random_return)``, None where a
+    run lacks a measurement): per-run gains, the estimate and the verdicts."""
     env, variant, method, scope, target = candidate
     # every run of the candidate or of its dense controls: a run missing either is missing
     runs = {key[5:] for key in returns
@@ -98,15 +117,14 @@ def judge_candidate(returns: dict, random_return: float, candidate: tuple,
     missing = 0
     for k, f in sorted(runs):
         control = returns.get((env, variant, "dense", None, 0.0, k, f), {})
-        score = _score(returns.get((*candidate, k, f), {}), control, random_return, attacks)
-        zero = _score(control, control, random_return, attacks)
-        if score is None or zero is None:
+        at_target = score(returns.get((*candidate, k, f), {}), control, random_return)
+        zero = score(control, control, random_return)
+        if at_target is None or zero is None:
             missing += 1
             continue
-        gains[k].append(score - zero)
+        gains[k].append(at_target - zero)
     out = {"env_id": env, "variant": variant, "method": method, "scope": scope,
-           "sparsity": target, "attacks": list(attacks), "runs": sum(map(len, gains.values())),
-           "seeds": sorted(gains)}
+           "sparsity": target, "runs": sum(map(len, gains.values())), "seeds": sorted(gains)}
     if missing or len(gains) < 2:
         return {**out, "verdict": "incomplete",
                 "reason": f"{missing} runs lack a measurement" if missing else "under 2 seeds"}
@@ -121,7 +139,8 @@ def judge_candidate(returns: dict, random_return: float, candidate: tuple,
 
 def replication(records: list[dict]) -> list[dict]:
     """Every candidate of a replication sweep (each pruned series point), under each attack set
-    its records measured at every run."""
+    its records measured at every run, and by the certified score where every run of the
+    candidate and its dense controls was certified."""
     table = [r for r in rows(records) if r["finetune_seed"] is not None]
     returns = _returns(table)
     r_rand = random_returns(records)
@@ -137,9 +156,20 @@ def replication(records: list[dict]) -> list[dict]:
             continue
         for name, attacks in ATTACK_SETS.items():
             if set(attacks) <= measured:
-                out.append({"attack_set": name,
-                            **judge_candidate(returns, random_return, candidate, attacks)})
+                out.append({"score": "attacked", "attack_set": name, "attacks": list(attacks),
+                            **judge_candidate(returns, random_return, candidate,
+                                              partial(_score, attacks=attacks))})
+        if _all_certified(returns, candidate):
+            out.append({"score": "certified", "attack_set": None,
+                        **judge_candidate(returns, random_return, candidate, _certified_score)})
     return out
+
+
+def _all_certified(returns: dict, candidate: tuple) -> bool:
+    env, variant = candidate[:2]
+    runs = [measured for key, measured in returns.items()
+            if key[:5] in (candidate, (env, variant, "dense", None, 0.0))]
+    return bool(runs) and all("crown_tv" in measured for measured in runs)
 
 
 def _seed_means(returns: dict, point: tuple, attacks: tuple[str, ...]) -> dict[str, list]:
@@ -225,7 +255,8 @@ def format_replication(entries: list[dict]) -> list[str]:
     lines = []
     for e in entries:
         name = (f"{e['env_id']} {e.get('variant', '')} {e.get('method', '')} "
-                f"({e.get('scope')}) {e.get('sparsity', '')} [{e.get('attack_set', '')}]")
+                f"({e.get('scope')}) {e.get('sparsity', '')} "
+                f"[{e.get('attack_set') or e.get('score', '')}]")
         if e["verdict"] == "incomplete":
             lines.append(f"{name}: incomplete ({e['reason']})")
             continue
