@@ -47,6 +47,12 @@ CERTIFIED_VARIANT, RIVAL_VARIANT = "sappo-convex", "sappo"
 NULL_TRIALS = 20_000
 
 
+def certified_score(clean_normalized: float, crown_tv: float) -> float:
+    """cs = (n(R_clean) + 1 - TV) / 2: the normalized clean return and the certified robustness
+    1 - TV, weighed alike."""
+    return (clean_normalized + 1.0 - crown_tv) / 2
+
+
 @cache
 def _null_rate(seeds: int, sparsities: int) -> float:
     return null_false_positive_rate(seeds, sparsities, NULL_TRIALS).rate
@@ -86,7 +92,7 @@ def _certified_spot(members: list[dict], random_return: float | None) -> dict:
         clean_n[(s, k)] = normalized(r["mean_return"], clean[(0.0, k)]["mean_return"],
                                      random_return)
         tv[(s, k)] = r["crown_tv"]
-        score[(s, k)] = (clean_n[(s, k)] + 1.0 - tv[(s, k)]) / 2
+        score[(s, k)] = certified_score(clean_n[(s, k)], tv[(s, k)])
     medians, best, gains, spread, verdict = _judge(score, sparsities, seeds)
     return {
         "verdict": verdict,

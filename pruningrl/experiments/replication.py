@@ -19,7 +19,7 @@ never saw. For a candidate (task, variant, method, scope, sparsity s*) and an at
   s_w^2 / n_f), share = s_w^2 / (s_w^2 + s_b^2).
 
 Where every run of a candidate and of its dense controls carries CROWN's certificate, the
-candidate is judged once more, by the certified score of ``pruningrl.experiments.certified``:
+candidate is judged once more, by ``certified.certified_score``:
 cs(s, k, f) = (n(R_clean(s, k, f)) + 1 - TV(s, k, f)) / 2, with TV the mean CROWN TV at the
 grid's eps, and the same gains, interval and verdicts (``"score": "certified"``).
 
@@ -38,6 +38,7 @@ from functools import partial
 
 import numpy as np
 
+from pruningrl.experiments.certified import certified_score
 from pruningrl.experiments.results import (
     CHEAP_ATTACKS,
     normalized,
@@ -101,8 +102,8 @@ def _certified_score(point: dict[str, float], control: dict[str, float],
                      random_return: float) -> float | None:
     if "none" not in point or "none" not in control or "crown_tv" not in point:
         return None
-    clean = normalized(point["none"], control["none"], random_return)
-    return (clean + 1.0 - point["crown_tv"]) / 2
+    return certified_score(normalized(point["none"], control["none"], random_return),
+                           point["crown_tv"])
 
 
 def judge_candidate(returns: dict, random_return: float, candidate: tuple,
