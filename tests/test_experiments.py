@@ -25,7 +25,7 @@ from pruningrl.experiments import (
 from pruningrl.experiments.jobs import AttackUnit, Job, certified_radius, config_id
 from pruningrl.experiments.replay import compare, numeric_paths
 from pruningrl.experiments.results import SHIPPED_RESULTS, sweet_spots
-from pruningrl.experiments.sweep import plan, retries, stage_of
+from pruningrl.experiments.sweep import owed_attacks, plan, retries, stage_of
 from pruningrl.numerics import UNRECORDED, numeric_path
 from pruningrl.zoo import agent_path, load
 
@@ -342,6 +342,11 @@ def test_a_weak_learned_adversary_is_retried_once_with_a_new_seed_and_twice_the_
     todo = next(p for p in plan(grid, store) if p.job.id == control.id)
     assert todo.status == "partial"  # the certificate unit, then the retry
     assert [u.label for u in todo.todo] == ["crown", "optimal:n=2000000:s=1"]
+    assert owed_attacks(grid, store)[control.id] == {"crown", "optimal"}
+    record = store.read(control.id)
+    record["result"]["attacks"]["optimal:n=2000000:s=1"] = {"mean_return": 100.0}
+    store.write(record)
+    assert owed_attacks(grid, store)[control.id] == {"crown"}  # the retry ran: nothing owed
 
 
 def _write(folder: Path, text: str) -> Path:
@@ -640,6 +645,23 @@ def test_a_categorical_series_is_scored_by_its_learned_adversaries_once_they_ran
     cheap = sweet_spots(records, attacks=("random", "critic", "mad"))[0]
     assert cheap["score_attacks"] == ["mad"] and cheap["verdict"] == "candidate"
     assert sweet_spots(records, attacks=("rs",))[0]["verdict"] == "incomplete"
+
+
+def test_an_attack_a_point_still_owes_stays_out_of_the_score():
+    """A learned adversary measured at every point, but owed a retry at one (its first attempt
+    was weak), enters the score only once the retry has run."""
+    records = _series({0.0: [0.6, 0.6, 0.6], 0.5: [0.7, 0.65, 0.72]})
+    for r in records:
+        if r["config"]["kind"] == "prune":
+            r["result"]["discrete"] = True
+            r["result"]["attacks"]["optimal"] = {"returns": [50.0]}
+    assert sweet_spots(records)[0]["score_attacks"] == ["mad", "optimal"]
+    owed = {"0.5-1": {"optimal"}, "0.0-2": set()}
+    waiting = sweet_spots(records, owed=owed)[0]
+    assert waiting["score_attacks"] == ["mad"] and waiting["verdict"] == "candidate"
+    owed["0.5-1"] = {"mad"}  # any attack a point owes is out, the cheap ones too
+    assert sweet_spots(records, owed=owed)[0]["score_attacks"] == ["optimal"]
+    assert sweet_spots(records, owed={"0.5-1": set()})[0]["score_attacks"] == ["mad", "optimal"]
 
 
 def test_one_attacked_point_above_the_floor_makes_a_series_judged_again():

@@ -34,6 +34,7 @@ import numpy as np
 from pruningrl.experiments.grid import Grid, load_grid, shipped_grids
 from pruningrl.experiments.jobs import POLICY_ADVERSARIES, expand
 from pruningrl.experiments.store import RecordStore
+from pruningrl.experiments.sweep import owed_attacks
 
 SHIPPED_RESULTS = Path(__file__).resolve().parent.parent / "results" / "sweeps"
 #: the attacks that need no training: random noise, the critic-gradient attack and MAD
@@ -170,20 +171,23 @@ def expected_points(grid: Grid) -> dict[tuple, set[tuple[float, int]]]:
 
 
 def sweet_spots(records: list[dict], expected: dict[tuple, set] | None = None,
-                attacks: tuple[str, ...] | None = None) -> list[dict]:
+                attacks: tuple[str, ...] | None = None,
+                owed: dict[str, set[str]] | None = None) -> list[dict]:
     """One entry per (task, variant, method, scope, fine-tuning budget, eps): the sweet spot.
 
     With ``expected`` (``expected_points`` of the grid) a series is complete only when every
     point its grid asks for is measured; without it, only the points its records hold count.
     With ``attacks`` the score takes only those of the score's attacks (for example the cheap
-    ones, on a categorical series whose learned adversaries ran everywhere too).
+    ones, on a categorical series whose learned adversaries ran everywhere too). With
+    ``owed`` (``sweep.owed_attacks`` of the grid) an attack that some point still owes, a
+    retry of a weak learned attempt for example, stays out of the score until it has run.
     """
     r_rand = random_returns(records)
     out = []
     for _, entry, members in pruned_series(rows(records), expected):
         if "verdict" not in entry:
             entry.update(_sweet_spot(members, r_rand.get((entry["env_id"], entry["episodes"])),
-                                     attacks))
+                                     attacks, owed or {}))
         out.append(entry)
     return out
 
@@ -226,10 +230,13 @@ UNINFORMATIVE_ATTACKED = 0.05
 
 
 def _sweet_spot(members: list[dict], random_return: float | None,
-                only: tuple[str, ...] | None = None) -> dict:
+                only: tuple[str, ...] | None = None,
+                owed: dict[str, set[str]] | None = None) -> dict:
     if random_return is None:
         return {"verdict": "incomplete", "reason": "no random-policy return for this task"}
-    attacks = [a for a in score_attacks(members) if only is None or a in only]
+    still_owed = set().union(*((owed or {}).get(r["job_id"], set()) for r in members))
+    attacks = [a for a in score_attacks(members)
+               if (only is None or a in only) and a not in still_owed]
     if not attacks:
         return {"verdict": "incomplete", "reason": "no attack measured at every point"}
     clean = {(r["target_sparsity"], r["seed"]): r["mean_return"] for r in members
@@ -554,9 +561,10 @@ def load_results(name_or_dir: str) -> dict:
     table = rows(records)
     grid = _grid_of(name_or_dir)
     expected = expected_points(grid) if grid is not None else None
+    owed = owed_attacks(grid, RecordStore(folder)) if grid is not None else None
     replicated = any(r["finetune_seed"] is not None for r in table)
     # points fine-tuned several times are judged as a replication, not by the sweet-spot rule
-    judged = [] if replicated else sweet_spots(records, expected)
+    judged = [] if replicated else sweet_spots(records, expected, owed=owed)
     learned = learned_attacks(table)
     return {"out": str(folder), "rows": table, "sweet_spots": judged,
             "learned_attacks": learned,

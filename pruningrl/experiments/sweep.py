@@ -100,14 +100,34 @@ def _plan(grid: Grid, store: RecordStore, retry_failed: bool, jobs: list[Job] | 
             planned.append(PlannedJob(job, list(job.attacks) if retry_failed else [], "failed",
                                       record))
         else:
-            have = record["result"].get("attacks", {})
-            measured = {*have, *([CERTIFICATES] if CERTIFICATES in record["result"] else [])}
-            todo = [u for u in (*job.attacks, *retries(job, have)) if u.label not in measured]
+            todo = owed_units(job, record)
             if todo and not replayable(record, store):
                 planned.append(PlannedJob(job, [], UNREPLAYABLE, record))
                 continue
             planned.append(PlannedJob(job, todo, "partial" if todo else "cached", record))
     return planned
+
+
+def owed_units(job: Job, record: dict) -> list[AttackUnit]:
+    """The units a done job's record still lacks: the grid's attacks and certificates, and the
+    retries of its weak learned attempts (``retries``). A pure function of the grid and the
+    record, whatever machine asks."""
+    have = record["result"].get("attacks", {})
+    measured = {*have, *([CERTIFICATES] if CERTIFICATES in record["result"] else [])}
+    return [u for u in (*job.attacks, *retries(job, have)) if u.label not in measured]
+
+
+def owed_attacks(grid: Grid, store: RecordStore) -> dict[str, set[str]]:
+    """Job id -> the names of the attacks its done record still owes (a retry included), for
+    every done job of ``grid`` in ``store``. A score may take an attack at a point only once
+    the point owes it nothing: a weak first attempt stands for the attack only until its
+    retry has run."""
+    out = {}
+    for job in expand(grid):
+        record = store.read(job.id)
+        if record is not None and record["status"] == "done":
+            out[job.id] = {u.name for u in owed_units(job, record)}
+    return out
 
 
 #: the status of a done job that needs units but whose agent can be neither read nor remade
