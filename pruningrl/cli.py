@@ -676,7 +676,8 @@ def cmd_results(args: argparse.Namespace) -> int:
         held_out = list(RecordStore(results_dir(args.source)).records())
         loaded["replication"] = replication(held_out)
         loaded["robust_training"] = robust_training(held_out)
-    certified = any(r["variant"] == CERTIFIED_VARIANT for r in loaded["rows"])
+    certified = "replication" not in loaded and any(r["variant"] == CERTIFIED_VARIANT
+                                                    for r in loaded["rows"])
     if certified:
         loaded.update(load_certified(args.source))
     if args.json:

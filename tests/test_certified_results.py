@@ -121,6 +121,27 @@ def test_results_of_a_certified_sweep_print_and_emit_the_certified_verdicts(tmp_
     assert "certified sweet spots" in capsys.readouterr().out
 
 
+def test_a_sweep_fine_tuned_twice_per_point_is_left_to_the_replication(tmp_path, capsys):
+    """Two fine-tuning runs per point are not two seeds: the certified sweet spot would judge
+    whichever run it read last, so a replication sweep gets no certified verdict of its own."""
+    folder = tmp_path / "records"
+    folder.mkdir()
+    records = [_random_policy()]
+    for finetune_seed in (0, 1):
+        for record in _series({0.0: [0.30, 0.32, 0.28], 0.5: [0.10, 0.11, 0.12]},
+                              {0.0: [100.0, 100.0, 100.0], 0.5: [100.0, 98.0, 101.0]}):
+            record["id"] += f"-f{finetune_seed}"
+            record["config"]["finetune_seed"] = finetune_seed
+            records.append(record)
+    for record in records:
+        (folder / f"{record['id']}.json").write_text(json.dumps(record))
+    assert load_certified(str(tmp_path)) == {"certified_sweet_spots": [],
+                                             "certified_against_pruned": []}
+    assert main(["results", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out replication:" in printed and "certified sweet spots" not in printed
+
+
 def test_a_point_missing_a_cheap_attack_has_no_worst_cheap_return():
     records = [*(_point("sappo-convex", 0.0, k, 100.0, 0.2) for k in range(3)),
                *(_point("sappo", 0.4, k, 100.0, 0.3, cheap=(90.0, 80.0, 70.0))

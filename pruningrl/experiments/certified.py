@@ -168,8 +168,12 @@ def _point_medians(table: list[dict]) -> dict[tuple, dict]:
 def load_certified(name_or_dir: str) -> dict:
     """``{"certified_sweet_spots", "certified_against_pruned"}`` of a sweep's records (a
     results folder, or a grid's shipped results; a grid judges a series only once every point
-    it asks for is measured)."""
+    it asks for is measured). A sweep whose points were fine-tuned with several fine-tuning
+    seeds gets neither: ``pruningrl.experiments.replication`` judges it, by its certified
+    score too."""
     records = RecordStore(results_dir(name_or_dir)).records()
+    if any(r["finetune_seed"] is not None for r in rows(records)):
+        return {"certified_sweet_spots": [], "certified_against_pruned": []}
     grid = _grid_of(name_or_dir)
     expected = expected_points(grid) if grid is not None else None
     return {"certified_sweet_spots": certified_sweet_spots(records, expected),
