@@ -670,12 +670,15 @@ def cmd_results(args: argparse.Namespace) -> int:
     loaded = load_results(args.source)
     if any(r["finetune_seed"] is not None for r in loaded["rows"]):
         from pruningrl.experiments.replication import replication, robust_training
-        from pruningrl.experiments.results import results_dir
+        from pruningrl.experiments.results import grid_of, results_dir
         from pruningrl.experiments.store import RecordStore
+        from pruningrl.experiments.sweep import owed_attacks
 
-        held_out = list(RecordStore(results_dir(args.source)).records())
-        loaded["replication"] = replication(held_out)
-        loaded["robust_training"] = robust_training(held_out)
+        store = RecordStore(results_dir(args.source))
+        held_out, grid = list(store.records()), grid_of(args.source)
+        owed = owed_attacks(grid, store) if grid is not None else None
+        loaded["replication"] = replication(held_out, owed)
+        loaded["robust_training"] = robust_training(held_out, owed=owed)
     certified = "replication" not in loaded and any(r["variant"] == CERTIFIED_VARIANT
                                                     for r in loaded["rows"])
     if certified:

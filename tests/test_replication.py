@@ -70,6 +70,16 @@ def test_pa_ad_is_judged_as_a_second_attack_set_over_its_worst_attempt():
     assert any("replicated" in line for line in format_replication(entries))
 
 
+def test_a_run_that_still_owes_pa_ad_a_retry_leaves_its_attack_set_incomplete():
+    gains = {3: [0.1, 0.1], 4: [0.1, 0.1], 5: [0.1, 0.1]}
+    records = _records(gains, pa_ad=True)
+    owed = {"0.3-4-1": {"paad"}, "0.0-3-0": set()}
+    cheap, with_paad = replication(records, owed)
+    assert cheap["attack_set"] == "cheap" and cheap["verdict"] == "replicated"
+    assert with_paad["verdict"] == "incomplete" and with_paad["reason"].startswith("1 runs")
+    assert replication(records, {"0.3-4-1": set()})[1]["verdict"] == "not replicated"
+
+
 def _certify(records: list[dict], tv_at: dict[tuple[float, int], float]) -> list[dict]:
     """The records with a CROWN certificate of mean TV ``tv_at[(sparsity, k)]`` on each run."""
     for record in records:

@@ -31,9 +31,9 @@ import numpy as np
 from pruningrl.experiments.calibration import null_false_positive_rate
 from pruningrl.experiments.results import (
     CHEAP_ATTACKS,
-    _grid_of,
     _judge,
     expected_points,
+    grid_of,
     normalized,
     pruned_series,
     random_returns,
@@ -174,7 +174,7 @@ def load_certified(name_or_dir: str) -> dict:
     records = RecordStore(results_dir(name_or_dir)).records()
     if any(r["finetune_seed"] is not None for r in rows(records)):
         return {"certified_sweet_spots": [], "certified_against_pruned": []}
-    grid = _grid_of(name_or_dir)
+    grid = grid_of(name_or_dir)
     expected = expected_points(grid) if grid is not None else None
     return {"certified_sweet_spots": certified_sweet_spots(records, expected),
             "certified_against_pruned": certified_against_pruned(rows(records))}

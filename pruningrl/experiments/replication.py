@@ -138,11 +138,13 @@ def judge_candidate(returns: dict, random_return: float, candidate: tuple,
             "finetune_share": finetune_share(gains)}
 
 
-def replication(records: list[dict]) -> list[dict]:
+def replication(records: list[dict], owed: dict[str, set[str]] | None = None) -> list[dict]:
     """Every candidate of a replication sweep (each pruned series point), under each attack set
     its records measured at every run, and by the certified score where every run of the
-    candidate and its dense controls was certified."""
-    table = [r for r in rows(records) if r["finetune_seed"] is not None]
+    candidate and its dense controls was certified. With ``owed`` (``sweep.owed_attacks`` of
+    the grid) an attack a run still owes, a retry of a weak learned attempt for example,
+    counts as not measured at that run."""
+    table = _replicated_rows(records, owed)
     returns = _returns(table)
     r_rand = random_returns(records)
     candidates = sorted({key[:5] for key in returns if key[2] != "dense"}, key=str)
@@ -164,6 +166,12 @@ def replication(records: list[dict]) -> list[dict]:
             out.append({"score": "certified", "attack_set": None,
                         **judge_candidate(returns, random_return, candidate, _certified_score)})
     return out
+
+
+def _replicated_rows(records: list[dict], owed: dict[str, set[str]] | None) -> list[dict]:
+    """The rows of runs fine-tuned with a fine-tuning seed, less the attacks their run owes."""
+    return [r for r in rows(records) if r["finetune_seed"] is not None
+            and r["attack"] not in (owed or {}).get(r["job_id"], set())]
 
 
 def _all_certified(returns: dict, candidate: tuple) -> bool:
@@ -198,13 +206,14 @@ def difference_interval(first: list[float], second: list[float], resamples: int 
     return float(low), float(high)
 
 
-def robust_training(records: list[dict], robust_variant: str = "sappo") -> list[dict]:
+def robust_training(records: list[dict], robust_variant: str = "sappo",
+                    owed: dict[str, set[str]] | None = None) -> list[dict]:
     """The robustly trained dense control against each pruned PPO candidate of its task, under
     each attack set measured at every run of both: the mean clean and worst-attack returns of
     each, and the robust agents' lead (robust minus pruned) with its bootstrap interval.
     ``verdict`` reads the attacked lead: "robust training ahead" when its interval lies above
     0, "pruning ahead" when below, else "no difference resolved"."""
-    table = [r for r in rows(records) if r["finetune_seed"] is not None]
+    table = _replicated_rows(records, owed)
     returns = _returns(table)
     measured = {r["attack"] for r in table}
     out = []

@@ -559,7 +559,7 @@ def load_results(name_or_dir: str) -> dict:
     folder = results_dir(name_or_dir)
     records = RecordStore(folder).records()
     table = rows(records)
-    grid = _grid_of(name_or_dir)
+    grid = grid_of(name_or_dir)
     expected = expected_points(grid) if grid is not None else None
     owed = owed_attacks(grid, RecordStore(folder)) if grid is not None else None
     replicated = any(r["finetune_seed"] is not None for r in table)
@@ -575,7 +575,8 @@ def load_results(name_or_dir: str) -> dict:
             "compute_s": compute_spent(records), "cost_per_point": cost_per_point(records)}
 
 
-def _grid_of(name_or_dir: str) -> Grid | None:
+def grid_of(name_or_dir: str) -> Grid | None:
+    """The grid a results source names (a shipped grid's name or a TOML file), else None."""
     if name_or_dir.endswith(".toml") or name_or_dir in shipped_grids():
         return load_grid(name_or_dir)
     return None
