@@ -172,12 +172,13 @@ def load_certified(name_or_dir: str) -> dict:
     seeds gets neither: ``pruningrl.experiments.replication`` judges it, by its certified
     score too."""
     records = RecordStore(results_dir(name_or_dir)).records()
-    if any(r["finetune_seed"] is not None for r in rows(records)):
+    table = rows(records)
+    if any(r["finetune_seed"] is not None for r in table):
         return {"certified_sweet_spots": [], "certified_against_pruned": []}
     grid = grid_of(name_or_dir)
     expected = expected_points(grid) if grid is not None else None
     return {"certified_sweet_spots": certified_sweet_spots(records, expected),
-            "certified_against_pruned": certified_against_pruned(rows(records))}
+            "certified_against_pruned": certified_against_pruned(table)}
 
 
 def format_certified(loaded: dict) -> list[str]:
