@@ -88,6 +88,8 @@ class MLPView:
 
 def parse_norm(norm: str | float | int) -> float:
     """Map "inf" / "2" (or math.inf / 2) to the input norm p in {2, inf}."""
+    if norm == "inf" or norm == math.inf:  # the common case first: attacks parse it per step
+        return math.inf
     key = str(norm).strip().lower().removeprefix("l")
     if key in {"inf", "infinity", "linf"} or norm == math.inf:
         return math.inf

@@ -742,7 +742,7 @@ def test_a_learned_adversary_is_reported_by_its_strongest_attempt():
                 "target_sparsity": 0.0, "seed": 0, "finetune_steps": 51200, "eps": 0.075,
                 "certified_eps": 0.075, "finetune_lr": None, "attack": label.split(":")[0],
                 "attack_label": label,
-                "mean_return": value}
+                "mean_return": value, "episodes": 50}
 
     table = [row("none", 3000.0), row("mad", 1500.0), row("optimal", 2900.0),
              row("optimal:n=2000000:s=1", 600.0), row("paad:n=500000", 400.0)]
@@ -758,6 +758,37 @@ def test_a_learned_adversary_is_reported_by_its_strongest_attempt():
     found = {e["attack"]: e for e in learned_attacks(table)}
     assert list(found["paad"]["attempts"]) == ["paad:n=500000", "paad:n=1000000:s=1"]
     assert list(found["optimal"]["attempts"]) == ["optimal", "optimal:n=2000000:s=1"]
+
+
+def test_each_fine_tuning_run_of_a_point_keeps_its_own_learned_attempts():
+    """A replication fine-tunes a point twice: its two runs are two victims, each with its own
+    clean return and attempts, never one entry whose same-labelled attempts overwrite."""
+    from pruningrl.experiments.results import attack_reliability, learned_attacks
+
+    def row(finetune_seed, label, value):
+        return {"env_id": "Acrobot-v1", "variant": "sappo-convex", "method": "magnitude",
+                "scope": "global", "target_sparsity": 0.6, "seed": 3, "finetune_steps": 10240,
+                "eps": 0.141, "certified_eps": 0.141, "finetune_lr": None,
+                "finetune_seed": finetune_seed, "attack": label.split(":")[0],
+                "attack_label": label, "mean_return": value, "episodes": 50}
+
+    table = [row(0, "none", -80.0), row(0, "paad", -500.0), row(0, "paad:s=1", -450.0),
+             row(1, "none", -160.0), row(1, "paad", -170.0), row(1, "paad:s=1", -480.0)]
+    found = sorted(learned_attacks(table), key=lambda e: e["finetune_seed"])
+    assert [e["finetune_seed"] for e in found] == [0, 1]
+    assert [e["clean_return"] for e in found] == [-80.0, -160.0]
+    assert [e["attempts"] for e in found] == [{"paad": -500.0, "paad:s=1": -450.0},
+                                            {"paad": -170.0, "paad:s=1": -480.0}]
+    reliability = attack_reliability(found)["paad"]
+    assert reliability["points"] == 2
+    assert reliability["first_attempt_failed"] == 0.5  # run 1's first attempt took 10 of 160
+    assert reliability["median_spread"] is None  # no random policy's return to scale by
+
+    # on the normalized scale: gaps of 50 over 420 above R_rand = -500, and 310 over 340
+    found = learned_attacks(table, {("Acrobot-v1", 50): -500.0})
+    assert [e["random_return"] for e in found] == [-500.0, -500.0]
+    spread = attack_reliability(found)["paad"]["median_spread"]
+    assert spread == pytest.approx((50 / 420 + 310 / 340) / 2)
 
 
 def test_the_certified_radius_is_where_the_certificate_reaches_one_half():

@@ -418,13 +418,16 @@ def stronger_attacks(table: list[dict], entries: list[dict]) -> list[dict]:
     return out
 
 
-def learned_attacks(table: list[dict]) -> list[dict]:
+def learned_attacks(table: list[dict],
+                    random: dict[tuple[str, int], float] | None = None) -> list[dict]:
     """The learned policy adversaries (optimal attack, PA-AD) at each point where they ran.
 
-    One entry per (point, adversary): the strongest attempt (the lowest return), every
+    One entry per (run, adversary), a run being a point and, in a sweep that fine-tunes each
+    point more than once, its fine-tuning seed: the strongest attempt (the lowest return), every
     attempt's label and return (the grid's ``[attempts]``, and the sweep's retry of a weak
     attempt with a new seed and twice the budget), ordered by attacker seed, their spread
-    (highest minus lowest return), and the point's clean return.
+    (highest minus lowest return), the run's clean return, and R_rand, the random policy's
+    return on the task (``random_returns``: keyed by task and episodes; None when not given).
     """
     clean = {_point(r): r["mean_return"] for r in table if r["attack"] == "none"}
     attempts: dict[tuple, list[dict]] = defaultdict(list)
@@ -438,8 +441,10 @@ def learned_attacks(table: list[dict]) -> list[dict]:
         out.append({**{k: best[k] for k in ("env_id", "variant", "method", "scope",
                                             "target_sparsity", "seed", "finetune_steps",
                                             "finetune_lr", "attack", "eps")},
+                    "finetune_seed": best.get("finetune_seed"),
                     "mean_return": best["mean_return"], "label": best["attack_label"],
                     "clean_return": clean.get(key[:-1]),
+                    "random_return": (random or {}).get((best["env_id"], best["episodes"])),
                     "attempts": {r["attack_label"]: r["mean_return"] for r in tried},
                     "spread": max(r["mean_return"] for r in tried) - best["mean_return"]})
     return out
@@ -450,8 +455,11 @@ def attack_reliability(learned: list[dict]) -> dict[str, dict]:
     per attack out). An attempt *fails* when it is weak (``sweep.is_weak``: it took less than a
     tenth of the clean return, or raised it). Reported: the points, the share of points whose
     first attempt failed and whose strongest attempt still failed, the median number of
-    attempts, and the median spread of the attempts' returns as a share of the clean return
-    (over points with two attempts or more).
+    attempts, and the median spread of the attempts' returns on the normalized scale of the
+    sweet-spot definition: (R_high - R_low) / (R_clean - R_rand), the share of what the victim
+    holds above a random policy (over points with two attempts or more, a known R_rand and
+    R_clean > R_rand; on a task whose returns are negative, a share of the clean return itself
+    would mean nothing).
 
     A point where every attempt is weak may hold a robust victim rather than a weak attack, so
     the attempts are also judged where the victim is breakable: ``attempt_failed`` is the
@@ -463,8 +471,9 @@ def attack_reliability(learned: list[dict]) -> dict[str, dict]:
     for name in sorted({e["attack"] for e in learned}):
         entries = [e for e in learned if e["attack"] == name and e["clean_return"] is not None]
         first = [next(iter(e["attempts"].values())) for e in entries]
-        spreads = [e["spread"] / abs(e["clean_return"]) for e in entries
-                   if len(e["attempts"]) > 1 and e["clean_return"]]
+        spreads = [e["spread"] / (e["clean_return"] - e["random_return"]) for e in entries
+                   if len(e["attempts"]) > 1 and e.get("random_return") is not None
+                   and e["clean_return"] > e["random_return"]]
         breakable = [e for e in entries if not is_weak(e["clean_return"], e["mean_return"])]
         attempts = [is_weak(e["clean_return"], r) for e in breakable
                     for r in e["attempts"].values()]
@@ -490,8 +499,9 @@ def _attempt_seed(label: str) -> int:
 
 
 def _point(r: dict) -> tuple:
+    """A run's key: its point, and its fine-tuning seed where the sweep sets one."""
     return (r["env_id"], r["variant"], r["method"], r["scope"], r["target_sparsity"], r["seed"],
-            r["finetune_steps"], r["certified_eps"], r["finetune_lr"])
+            r["finetune_steps"], r["certified_eps"], r["finetune_lr"], r.get("finetune_seed"))
 
 
 def _median_of(members: list[dict], sparsity: float, field: str) -> float | None:
@@ -565,7 +575,7 @@ def load_results(name_or_dir: str) -> dict:
     replicated = any(r["finetune_seed"] is not None for r in table)
     # points fine-tuned several times are judged as a replication, not by the sweet-spot rule
     judged = [] if replicated else sweet_spots(records, expected, owed=owed)
-    learned = learned_attacks(table)
+    learned = learned_attacks(table, random_returns(records))
     return {"out": str(folder), "rows": table, "sweet_spots": judged,
             "learned_attacks": learned,
             "attack_reliability": attack_reliability(learned),
