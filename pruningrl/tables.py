@@ -15,14 +15,14 @@ from html import escape
 def html_table(columns: Sequence[str], rows: Iterable[Sequence[object]],
                formats: Sequence[str] | None = None, compact: bool = False) -> str:
     """An HTML table of ``rows`` under ``columns``; ``formats`` are ``str.format`` patterns,
-    one per column (default ``"{}"``)."""
+    one per column (default ``"{}"``). A value of None (not measured) is shown as "-"."""
     formats = list(formats) if formats is not None else ["{}"] * len(columns)
     if len(formats) != len(columns):
         raise ValueError(f"{len(formats)} formats for {len(columns)} columns")
     cell = '<td style="white-space: nowrap">{}</td>' if compact else "<td>{}</td>"
     head = "".join(f"<th>{escape(str(name))}</th>" for name in columns)
     body = "".join(
-        "<tr>" + "".join(cell.format(escape(fmt.format(value)))
+        "<tr>" + "".join(cell.format(escape("-" if value is None else fmt.format(value)))
                          for fmt, value in zip(formats, row, strict=True)) + "</tr>"
         for row in rows)
     opening = ('<table class="dataframe" style="font-size: 0.8em">' if compact

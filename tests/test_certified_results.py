@@ -142,6 +142,20 @@ def test_a_sweep_fine_tuned_twice_per_point_is_left_to_the_replication(tmp_path,
     assert "held-out replication:" in printed and "certified sweet spots" not in printed
 
 
+def test_pa_ad_that_a_seed_still_owes_is_no_worst_return_yet():
+    """A run whose first PA-AD attempt is recorded but whose other attempts (or the retry of a
+    weak one) are still to run has no worst PA-AD return: the point's stays None until every
+    seed owes nothing."""
+    records = [*(_point("sappo-convex", 0.0, k, 100.0, 0.2, paad=80.0) for k in range(3)),
+               *(_point("sappo", 0.4, k, 100.0, 0.3, paad=50.0) for k in range(3))]
+    (compared,) = certified_against_pruned(rows(records))
+    assert compared["pruned"]["worst_paad"] == 50.0
+    owed = {"sappo-0.4-1": {"paad"}, "sappo-convex-0.0-2": {"mad"}}
+    (compared,) = certified_against_pruned(rows(records), owed=owed)
+    assert compared["pruned"]["worst_paad"] is None
+    assert compared["certified"]["worst_paad"] == 80.0  # it owes MAD, not PA-AD
+
+
 def test_a_point_missing_a_cheap_attack_has_no_worst_cheap_return():
     records = [*(_point("sappo-convex", 0.0, k, 100.0, 0.2) for k in range(3)),
                *(_point("sappo", 0.4, k, 100.0, 0.3, cheap=(90.0, 80.0, 70.0))

@@ -16,6 +16,12 @@ def test_a_table_formats_and_escapes_every_cell():
     assert 'font-size: 0.8em' in compact and 'white-space: nowrap">1</td>' in compact
 
 
+def test_a_value_not_measured_is_a_dash_whatever_its_format():
+    table = html_table(["point", "PA-AD"], [("dense", 1234.5), ("pruned", None)],
+                       ["{}", "{:,.0f}"])
+    assert "<td>1,234</td>" in table and "<td>pruned</td><td>-</td>" in table
+
+
 def test_a_table_refuses_formats_that_do_not_fit_its_columns():
     with pytest.raises(ValueError, match="2 formats for 1 columns"):
         html_table(["x"], [(1,)], ["{}", "{}"])

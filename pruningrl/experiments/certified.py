@@ -41,6 +41,7 @@ from pruningrl.experiments.results import (
     rows,
 )
 from pruningrl.experiments.store import RecordStore
+from pruningrl.experiments.sweep import owed_attacks
 
 #: the variant trained against a sound bound, and the variant it is compared with
 CERTIFIED_VARIANT, RIVAL_VARIANT = "sappo-convex", "sappo"
@@ -115,12 +116,15 @@ def _median(values: dict[tuple, float], sparsity: float, seeds: list[int]) -> fl
 
 
 def certified_against_pruned(table: list[dict], certified: str = CERTIFIED_VARIANT,
-                             rival: str = RIVAL_VARIANT) -> list[dict]:
+                             rival: str = RIVAL_VARIANT,
+                             owed: dict[str, set[str]] | None = None) -> list[dict]:
     """Per task where both variants ran: the certified variant's dense control against the
     rival's pruned point (any method, scope and sparsity > 0) whose median clean return is
     closest to it; each with its median clean return, mean CROWN TV, worst cheap attack and
-    worst PA-AD return (None where those attacks have not run at every seed of the point)."""
-    points = _point_medians(table)
+    worst PA-AD return (None where those attacks have not run at every seed of the point, or
+    where a seed's run still owes them: ``owed``, ``sweep.owed_attacks`` of the grid, job id
+    -> attack names, such as PA-AD's remaining attempts or its retry)."""
+    points = _point_medians(table, owed or {})
     out = []
     for env in sorted({key[0] for key in points}):
         dense = points.get((env, certified, "dense", None, 0.0))
@@ -136,15 +140,17 @@ def certified_against_pruned(table: list[dict], certified: str = CERTIFIED_VARIA
     return out
 
 
-def _point_medians(table: list[dict]) -> dict[tuple, dict]:
+def _point_medians(table: list[dict], owed: dict[str, set[str]]) -> dict[tuple, dict]:
     """(task, variant, method, scope, sparsity) -> median clean return, CROWN TV, worst cheap
-    attack and worst PA-AD return over its seeds."""
+    attack and worst PA-AD return over its seeds (an owed attack counts as not run)."""
     per_seed: dict[tuple, dict[int, dict]] = {}
     for r in table:
         key = (r["env_id"], r["variant"], r["method"], r["scope"], r["target_sparsity"])
         point = per_seed.setdefault(key, {}).setdefault(r["seed"], {"paad": np.inf,
                                                                       "cheap": {}})
-        if r["attack"] == "none":
+        if r["attack"] == "paad" and "paad" in owed.get(r["job_id"], ()):
+            point["paad_owed"] = True  # an attempt or its retry is still to run
+        elif r["attack"] == "none":
             point.update(clean=r["mean_return"], tv=r.get("crown_tv"))
         elif r["attack"] == "paad":
             point["paad"] = min(point["paad"], r["mean_return"])
@@ -155,7 +161,7 @@ def _point_medians(table: list[dict]) -> dict[tuple, dict]:
         done = [p for p in seeds.values() if "clean" in p]
         if not done or any(p["tv"] is None for p in done):
             continue
-        paad = [p["paad"] for p in done]
+        paad = [np.inf if p.get("paad_owed") else p["paad"] for p in done]
         cheap = [min(p["cheap"].values()) if len(p["cheap"]) == len(CHEAP_ATTACKS) else None
                  for p in done]
         out[key] = {"seeds": len(done), "clean": float(np.median([p["clean"] for p in done])),
@@ -177,8 +183,9 @@ def load_certified(name_or_dir: str) -> dict:
         return {"certified_sweet_spots": [], "certified_against_pruned": []}
     grid = grid_of(name_or_dir)
     expected = expected_points(grid) if grid is not None else None
+    owed = owed_attacks(grid, RecordStore(results_dir(name_or_dir))) if grid is not None else None
     return {"certified_sweet_spots": certified_sweet_spots(records, expected),
-            "certified_against_pruned": certified_against_pruned(table)}
+            "certified_against_pruned": certified_against_pruned(table, owed=owed)}
 
 
 def format_certified(loaded: dict) -> list[str]:
