@@ -774,8 +774,11 @@ def test_each_fine_tuning_run_of_a_point_keeps_its_own_learned_attempts():
 
     table = [row(0, "none", -80.0), row(0, "paad", -500.0), row(0, "paad:s=1", -450.0),
              row(1, "none", -160.0), row(1, "paad", -170.0), row(1, "paad:s=1", -480.0)]
+    for r in table:
+        r["job_id"] = f"run{r['finetune_seed']}"
     found = sorted(learned_attacks(table), key=lambda e: e["finetune_seed"])
     assert [e["finetune_seed"] for e in found] == [0, 1]
+    assert [e["job_id"] for e in found] == ["run0", "run1"]
     assert [e["clean_return"] for e in found] == [-80.0, -160.0]
     assert [e["attempts"] for e in found] == [{"paad": -500.0, "paad:s=1": -450.0},
                                             {"paad": -170.0, "paad:s=1": -480.0}]

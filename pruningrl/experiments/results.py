@@ -423,7 +423,8 @@ def learned_attacks(table: list[dict],
     """The learned policy adversaries (optimal attack, PA-AD) at each point where they ran.
 
     One entry per (run, adversary), a run being a point and, in a sweep that fine-tunes each
-    point more than once, its fine-tuning seed: the strongest attempt (the lowest return), every
+    point more than once, its fine-tuning seed (its job's id is kept, for
+    ``sweep.owed_attacks``): the strongest attempt (the lowest return), every
     attempt's label and return (the grid's ``[attempts]``, and the sweep's retry of a weak
     attempt with a new seed and twice the budget), ordered by attacker seed, their spread
     (highest minus lowest return), the run's clean return, and R_rand, the random policy's
@@ -441,7 +442,7 @@ def learned_attacks(table: list[dict],
         out.append({**{k: best[k] for k in ("env_id", "variant", "method", "scope",
                                             "target_sparsity", "seed", "finetune_steps",
                                             "finetune_lr", "attack", "eps")},
-                    "finetune_seed": best.get("finetune_seed"),
+                    "finetune_seed": best.get("finetune_seed"), "job_id": best.get("job_id"),
                     "mean_return": best["mean_return"], "label": best["attack_label"],
                     "clean_return": clean.get(key[:-1]),
                     "random_return": (random or {}).get((best["env_id"], best["episodes"])),
