@@ -477,6 +477,30 @@ def test_a_sweep_runs_cheap_attacks_everywhere_then_rs_then_learned_adversaries(
     assert code == 0 and listed[record["id"]] == ["optimal:n=2000000:s=1"]  # the retry is owed
 
 
+def test_a_series_retries_its_weak_attempts_before_the_next_series_starts(tmp_path,
+                                                                          monkeypatch):
+    """Two series (magnitude and micro-pruning to 50%, sharing the dense control): the first
+    series' learned attempts and their retries all run before the second series' attempts, so
+    that a sweep stopped between them leaves the first series complete."""
+    from pruningrl.experiments.sweep import series_of
+
+    log = tmp_path / "calls.txt"
+    monkeypatch.setenv("STAGE_LOG", str(log))
+    text = grid_text("methods = ['magnitude', 'micro']").replace(
+        "\n", "\nattacks = ['mad', 'optimal']\n", 1)
+    grid = load_grid(str(_write(tmp_path, text)))
+    assert [len(group) for group in series_of(plan(grid, RecordStore(tmp_path / "x")))] == [
+        3, 1]  # the random policy, the dense control and magnitude 50%; then micro 50%
+    run_sweep(grid, tmp_path / "out", "local", jobs=1, progress=False,
+              job_function=staged_fake_job)
+    calls = [line.split() for line in log.read_text().splitlines()]
+    learned = [call for call in calls if any(label.startswith("optimal") for label in call)]
+    retry = "optimal:n=2000000:s=1"
+    assert learned == [["0.0", "optimal"], ["0.5", "optimal"],  # series 1: attempts
+                       ["0.0", retry], ["0.5", retry],  # ... and their retries
+                       ["0.5", "optimal"], ["0.5", retry]]  # series 2
+
+
 def test_a_failing_job_is_recorded_and_the_others_finish(smoke_local, tmp_path):
     out = tmp_path / "failing"
     summary = run_sweep(SMOKE, out, "local", jobs=2, progress=False, job_function=fail_one_job)

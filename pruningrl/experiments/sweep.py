@@ -193,7 +193,9 @@ def run_sweep(
 
     The work runs in ``STAGES``: each stage is planned afresh from the records the previous one
     wrote, so a job's expensive attacks run on its saved checkpoint, after every job's cheap
-    ones; the learned stage is planned twice, the second time for the retries of weak attacks.
+    ones. The learned stage goes series by series (``series_of``), and plans each series twice,
+    the second time for the retries of its weak attacks, so that a series is complete, and can
+    be judged, as soon as its turn ends rather than when the whole grid's has.
     Records are made in the portable numeric mode only (``numerics``), so that a record's
     numbers are the numbers anyone re-running its job gets, on any CPU.
     """
@@ -211,13 +213,16 @@ def run_sweep(
     bar = _bar(sum(len({stage_of(u) for u in p.todo}) for p in planned), grid.name, progress)
     ran: set[str] = set()
     for stage in STAGES:
-        for attempt in range(2 if stage == "learned" else 1):
-            if stage != STAGES[0] or attempt:
-                planned = plan(grid, store, jobs=grid_jobs, only=only)  # what is still lacking
-            work = [(p, [u for u in p.todo if stage_of(u) == stage]) for p in planned]
-            _run_stage([w for w in work if w[1]], store, summary, executor, jobs, address,
-                       job_function, bar)
-            ran.update(p.job.id for p, units in work if units)
+        if stage != STAGES[0]:
+            planned = plan(grid, store, jobs=grid_jobs, only=only)  # what is still lacking
+        for group in (series_of(planned) if stage == "learned" else [planned]):
+            for attempt in range(2 if stage == "learned" else 1):
+                if attempt:  # the series' retries, planned from its attempts' records
+                    group = plan(grid, store, jobs=[p.job for p in group], only=only)
+                work = [(p, [u for u in p.todo if stage_of(u) == stage]) for p in group]
+                _run_stage([w for w in work if w[1]], store, summary, executor, jobs, address,
+                           job_function, bar)
+                ran.update(p.job.id for p, units in work if units)
     if bar is not None:
         bar.close()
     summary.jobs_run = len(ran)
@@ -229,6 +234,25 @@ def run_sweep(
                                  "error": p.record.get("error"), "not_retried": True})
     summary.wall_time_s = round(time.perf_counter() - start, 1)
     return summary
+
+
+def series_of(planned: list[PlannedJob]) -> list[list[PlannedJob]]:
+    """``planned`` (in the grid's order, ``jobs.expand``) cut into its series: a new series
+    starts where a pruned job's task, variant, method, scope, radius or fine-tuning budget
+    changes. Dense controls and random-policy jobs stay in the series they were expanded in,
+    the first that needs them."""
+    groups: list[list[PlannedJob]] = [[]]
+    current = None
+    for p in planned:
+        config = p.job.settings
+        if config.get("kind") == "prune" and config["method"] != "dense":
+            key = tuple(config.get(k) for k in ("env_id", "variant", "method", "scope", "eps",
+                                                "finetune_steps"))
+            if current is not None and key != current:
+                groups.append([])
+            current = key
+        groups[-1].append(p)
+    return [g for g in groups if g]
 
 
 def _run_stage(work: list[tuple[PlannedJob, list[AttackUnit]]], store: RecordStore,
