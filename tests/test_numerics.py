@@ -113,11 +113,17 @@ def test_portable_numbers_do_not_depend_on_the_cpu(cpu):
 
 
 def test_the_probe_tells_numeric_paths_apart():
-    """Without the portable mode the same probe moves: the test above can fail."""
+    """Without the portable mode the same probe moves: the test above can fail. What moves is
+    what the CPU computes faster than the portable path: on a CPU with AVX2, NumPy's and
+    PyTorch's vectorized loops (the tanh sum, and through the policy the rollout's return).
+    The BLAS product moves only where MKL's own kernel differs from its compatible branch's,
+    which a limit such as ``MKL_ENABLE_INSTRUCTIONS=SSE4_2`` can prevent, so it is not asked."""
     portable = json.loads(_run(PROBE).stdout)
     native = json.loads(_run(PROBE, PRUNINGRL_NUMERICS="native").stdout)
     assert native["mode"] == NATIVE
-    assert native["product"] != portable["product"]
+    if "avx2" not in numeric_path()["instruction_sets"]:
+        pytest.skip("a CPU without AVX2 computes these natively on the portable path itself")
+    assert native["tanh"] != portable["tanh"]
     assert native["return"] != portable["return"]
 
 
