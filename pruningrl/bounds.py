@@ -91,7 +91,7 @@ def parse_norm(norm: str | float | int) -> float:
     if norm == "inf" or norm == math.inf:  # the common case first: attacks parse it per step
         return math.inf
     key = str(norm).strip().lower().removeprefix("l")
-    if key in {"inf", "infinity", "linf"} or norm == math.inf:
+    if key in {"inf", "infinity", "linf"}:
         return math.inf
     if key in {"2", "2.0"}:
         return 2.0
