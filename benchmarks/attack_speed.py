@@ -9,6 +9,9 @@
    (collection samples/s; training wall time; TD error).
 3. The adversary MDPs of the optimal attack and PA-AD: env steps/s with a zero adversary, as a
    ratio to the raw MuJoCo env in the same run, then a short PPO run on each (samples/s).
+4. PA-AD's actor batched over the trainer's envs (``PAADEnv.prepare_steps``) against the same
+   PPO run with each env running its own actor: samples/s of both, their ratio, and whether
+   the two directors are the same bits (they must be).
 The learned attackers' full training budgets and wall times are in
 ``pruningrl/results/attacks/``.
 """
@@ -36,6 +39,7 @@ from pruningrl.adversaries import (
 )
 from pruningrl.attack_suite import make_attack
 from pruningrl.envs import task_eps
+from pruningrl.agent import load_agent
 from pruningrl.evaluation import evaluate
 from pruningrl.ppo import PPOConfig, train
 from pruningrl.sarsa import SarsaConfig, train_robust_sarsa
@@ -50,6 +54,30 @@ def env_rate(env: gym.Env, action, steps: int) -> float:
         if terminated or truncated:
             env.reset()
     return steps / (time.perf_counter() - start)
+
+
+def paad_batching(path: Path, eps: float, samples: int) -> dict:
+    """PPO on PA-AD's MDP with the batched actor and without it, in one process."""
+    rates, weights = {}, {}
+    prepare = PAADEnv.__dict__["prepare_steps"]  # the staticmethod itself
+    with tempfile.TemporaryDirectory() as folder:
+        for mode in ("batched", "alone"):
+            if mode == "alone":
+                del PAADEnv.prepare_steps
+            try:
+                config = PPOConfig(env_id=PAAD_ENV_ID, env_kwargs=adversary_env_kwargs(path, eps),
+                                   total_steps=samples)
+                out = Path(folder) / f"{mode}.safetensors"
+                rates[mode] = train(config, out, progress=False).samples_per_s
+            finally:
+                PAADEnv.prepare_steps = prepare
+            weights[mode] = [w.detach().clone() for w in load_agent(out).policy.parameters()]
+    same = all(torch.equal(a, b) for a, b in zip(weights["batched"], weights["alone"],
+                                                  strict=True))
+    return {"batched_samples_per_s": round(rates["batched"]),
+            "alone_samples_per_s": round(rates["alone"]),
+            "batched_over_alone": round(rates["batched"] / rates["alone"], 2),
+            "same_bits": same}
 
 
 def main() -> int:
@@ -93,6 +121,7 @@ def main() -> int:
             trained = train(config, Path(folder) / "adversary.safetensors", progress=False)
         report[name] = {"env_steps_per_s": round(rate), "env_over_raw": round(rate / raw_rate, 2),
                         "ppo_samples_per_s": round(trained.samples_per_s)}
+    report["paad_batching"] = paad_batching(path, eps, args.ppo_samples)
 
     if args.json:
         print(json.dumps(report))
@@ -110,6 +139,10 @@ def main() -> int:
             print(f"  {name} MDP: {r['env_steps_per_s']} steps/s = {r['env_over_raw']}x the raw "
                   f"env ({report['raw_env_steps_per_s']}/s); PPO on it "
                   f"{r['ppo_samples_per_s']} samples/s")
+        b = report["paad_batching"]
+        print(f"  PA-AD's actor batched over the envs: {b['batched_samples_per_s']} samples/s "
+              f"against {b['alone_samples_per_s']} env by env = {b['batched_over_alone']}x; "
+              f"same director bits: {b['same_bits']}")
     return 0
 
 

@@ -18,7 +18,10 @@ Both are gymnasium environments (``OptimalAttackEnv``, ``PAADEnv``), registered 
 adversary like any other task (``PPOConfig.env_kwargs`` names the victim checkpoint and eps).
 The victim's forward pass and the actor's input gradient run in numpy
 (``pruningrl.gradients.NumpyMLP``): a few microseconds per step instead of torch's per-call
-overhead, and the same code serves training (one state) and deployment (a batch).
+overhead, and the same code serves training (one state) and deployment (a batch). In training,
+``PAADEnv.prepare_steps`` runs the actor for all the envs a trainer steps together in one call
+on a stack of single states, shape (k, 1, n). NumPy multiplies each (1, n) slice with the kernel
+it uses for one state alone, so the batch changes the speed and not a bit of the result.
 """
 
 from __future__ import annotations
@@ -96,6 +99,7 @@ class _VictimEnv(gym.Env):
         n = self.agent.policy.obs_dim
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (n,), np.float32)
         self._state = np.zeros(n)
+        self._prepared: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         if not self.agent.discrete:
             self._low = self.env.action_space.low
             self._high = self.env.action_space.high
@@ -106,6 +110,7 @@ class _VictimEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        self._prepared = None
         obs, info = self.env.reset(seed=seed)
         self._state = self._normalize(obs)
         return self._state.astype(np.float32), info
@@ -113,10 +118,17 @@ class _VictimEnv(gym.Env):
     def _perturbation(self, action: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def step(self, action: np.ndarray):
-        delta = self._perturbation(np.asarray(action, dtype=np.float64))
+    def _perturbed_output(self, action: np.ndarray) -> np.ndarray:
+        """z(s + delta) for the adversary's action: prepared by ``prepare_steps``, or now."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and np.array_equal(prepared[0], action):
+            return prepared[2]
+        delta = self._perturbation(action)
         _check_delta(delta[None], self.eps, self.norm)
-        z = self.mlp((self._state + delta)[None])[0]
+        return self.mlp((self._state + delta)[None])[0]
+
+    def step(self, action: np.ndarray):
+        z = self._perturbed_output(np.asarray(action, dtype=np.float64))
         victim_action = int(np.argmax(z)) if self.agent.discrete else np.clip(z, self._low,
                                                                                self._high)
         obs, reward, terminated, truncated, info = self.env.step(victim_action)
@@ -153,6 +165,23 @@ class PAADEnv(_VictimEnv):
     def _perturbation(self, action: np.ndarray) -> np.ndarray:
         return paad_actor(self.mlp, self._state[None], action[None], self.eps, self.norm,
                           self.steps)[0]
+
+    @staticmethod
+    def prepare_steps(envs: list[PAADEnv], actions: np.ndarray) -> None:
+        """Run the actor, and the victim on its perturbed states, for ``envs`` (which attack
+        one victim) and their next ``actions`` (k, m) at once; each env's ``step`` then uses
+        its row. Stacked as (k, 1, n), every row is computed as ``step`` alone computes it."""
+        first = envs[0]
+        if any((e.victim_path, e.eps, e.norm, e.steps)
+               != (first.victim_path, first.eps, first.norm, first.steps) for e in envs):
+            return  # envs that attack different victims are stepped one by one
+        act = np.asarray(actions, dtype=np.float64).reshape(len(envs), 1, -1)
+        states = np.stack([e._state for e in envs])[:, None, :]
+        delta = paad_actor(first.mlp, states, act, first.eps, first.norm, first.steps)
+        _check_delta(delta[:, 0], first.eps, first.norm)
+        z = first.mlp(states + delta)
+        for i, env in enumerate(envs):
+            env._prepared = (act[i, 0], delta[i, 0], z[i, 0])
 
 
 for _id, _entry in ((OPTIMAL_ENV_ID, OptimalAttackEnv), (PAAD_ENV_ID, PAADEnv)):

@@ -119,6 +119,9 @@ class _EnvSlice:
 
     def step(self, actions: np.ndarray):
         n = len(self.envs)
+        prepare = getattr(self.envs[0], "prepare_steps", None)
+        if prepare is not None:  # an env whose per-step arithmetic batches across the slice
+            prepare(self.envs, actions)
         obs = [None] * n
         rewards = np.empty(n, dtype=np.float64)
         terminated = np.zeros(n, dtype=bool)

@@ -217,6 +217,55 @@ def test_a_silent_adversary_replays_the_clean_episode(victim_file):
         assert total == pytest.approx(clean.returns[0])
 
 
+HOPPER = "Hopper-v5/ppo/seed0"  # continuous actions: a last bit of z moves the episode
+
+
+@pytest.mark.parametrize("norm", ["inf", "2"])
+def test_the_batched_actor_steps_every_env_as_it_steps_alone(norm):
+    """``PAADEnv.prepare_steps`` (one actor call for a slice of envs) against each env's own
+    step: the same observations and rewards, bit for bit, through episode ends."""
+    from pruningrl.envs import _EnvSlice
+    from pruningrl.zoo import resolve
+
+    victim, seeds = str(resolve(HOPPER)), [3, 4, 5, 6]
+    batched = _EnvSlice("pruningrl/PAAD-v0", seeds, 1000,
+                        {"victim": victim, "eps": 0.075, "norm": norm})
+    alone = [PAADEnv(victim, 0.075, norm) for _ in seeds]
+    obs = batched.reset()
+    first = [e.reset(seed=s)[0] for e, s in zip(alone, seeds, strict=True)]
+    assert np.array_equal(obs, np.stack(first))
+    rng, prepared, ended = np.random.default_rng(0), 0, 0
+    for _ in range(1001):  # past the time limit, if no episode falls sooner
+        actions = rng.uniform(-1, 1, size=(len(seeds), 3)).astype(np.float32)
+        prepared += batched.envs[0]._prepared is None  # cleared by the previous step
+        obs, rewards, terminated, truncated, *_ = batched.step(actions)
+        for i, env in enumerate(alone):
+            o, r, *_ = env.step(actions[i])
+            if terminated[i] or truncated[i]:
+                o, _ = env.reset()
+                ended += 1
+            assert np.array_equal(o, obs[i]) and r == rewards[i]
+    assert prepared == 1001 and ended > 0
+    for env in (*batched.envs, *alone):
+        env.close()
+
+
+def test_a_director_trained_with_the_batched_actor_is_the_same_bits(tmp_path, monkeypatch):
+    from pruningrl.attack_suite import train_adversary
+    from pruningrl.zoo import resolve
+
+    def weights(out):
+        return [p.detach().clone() for p in load_agent(out).policy.parameters()]
+
+    victim = resolve(HOPPER)
+    train_adversary("paad", victim, 0.075, "inf", 8192, 0, tmp_path / "batched.safetensors")
+    monkeypatch.delattr(PAADEnv, "prepare_steps")
+    train_adversary("paad", victim, 0.075, "inf", 8192, 0, tmp_path / "alone.safetensors")
+    batched, alone = weights(tmp_path / "batched.safetensors"), weights(
+        tmp_path / "alone.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(batched, alone, strict=True))
+
+
 def test_adversary_spaces_follow_the_victim(victim_file):
     optimal, paad = OptimalAttackEnv(str(victim_file), 0.1), PAADEnv(str(victim_file), 0.1)
     assert optimal.action_space.shape == (4,)  # a perturbation of CartPole's 4 observations
