@@ -818,6 +818,39 @@ def test_each_fine_tuning_run_of_a_point_keeps_its_own_learned_attempts():
     assert spread == pytest.approx((50 / 420 + 310 / 340) / 2)
 
 
+def test_a_run_is_settled_only_when_its_series_and_its_dense_controls_owe_nothing():
+    """``settled_series`` over a shipped grid's jobs: a series with a job not yet done, or one
+    owing an attack, is unsettled; a pruned run also needs its task's dense controls settled."""
+    from pruningrl.experiments import load_grid
+    from pruningrl.experiments.jobs import expand
+    from pruningrl.experiments.results import mark_settled, settled_series
+
+    grid = load_grid("categorical-strong-eps")
+    jobs = {job.id: job.settings for job in expand(grid)}
+
+    def series(c):
+        return (c["env_id"], c.get("variant"), c.get("method"), c.get("scope"))
+
+    everything = {series(c) for c in jobs.values()}
+    owed = {job_id: set() for job_id in jobs}
+    assert settled_series(grid, owed) == everything
+    pruned = next(i for i, c in jobs.items() if c.get("method") == "micro")
+    dense = next(i for i, c in jobs.items() if c.get("method") == "dense"
+                 and c["env_id"] == jobs[pruned]["env_id"])
+    owed[pruned] = {"paad"}
+    assert settled_series(grid, owed) == everything - {series(jobs[pruned])}
+    del owed[pruned]  # not done yet
+    assert settled_series(grid, owed) == everything - {series(jobs[pruned])}
+    owed[pruned] = set()
+    del owed[dense]
+    settled = settled_series(grid, owed)
+    entry = {k: jobs[pruned].get(k) for k in ("env_id", "variant", "method", "scope")}
+    other = {**entry, "env_id": next(e for e, *_ in everything if e != entry["env_id"])}
+    marked = mark_settled([entry, other, {**entry, "method": "dense", "scope": None}], settled)
+    assert [e["settled"] for e in marked] == [False, True, False]
+    assert mark_settled([entry], None)[0]["settled"] is None
+
+
 def test_the_certified_radius_is_where_the_certificate_reaches_one_half():
     from pruningrl.bounds import certified_tv
     from pruningrl.policies import GaussianPolicy

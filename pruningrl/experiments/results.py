@@ -558,9 +558,36 @@ def _phase_order(name: str) -> tuple[str, int]:
     return kind, int(steps.split(" ")[0].replace(",", "")) if steps else 0
 
 
+def settled_series(grid: Grid, owed: dict[str, set[str]]) -> set[tuple]:
+    """The series of ``grid`` whose every job is done and owes no attack, retries included
+    (``owed``, from ``sweep.owed_attacks``). A series is (task, variant, method, scope); a task
+    and variant's dense controls are the series (task, variant, "dense", None)."""
+    series: dict[tuple, bool] = {}
+    for job in expand(grid):
+        c = job.settings
+        key = (c["env_id"], c.get("variant"), c.get("method"), c.get("scope"))
+        series[key] = series.get(key, True) and owed.get(job.id) == set()
+    return {key for key, settled in series.items() if settled}
+
+
+def mark_settled(learned: list[dict], settled: set[tuple] | None) -> list[dict]:
+    """``learned_attacks`` entries, each with ``settled``: whether its series, and its task's
+    dense controls, owe no attack (None when no grid says what a series owes). Pooling only
+    settled runs keeps a count of failed attempts from favouring the series that finish first.
+    """
+    def is_settled(e: dict) -> bool | None:
+        if settled is None:
+            return None
+        dense = (e["env_id"], e["variant"], "dense", None)
+        return dense in settled and (e["env_id"], e["variant"], e["method"], e["scope"]) in settled
+
+    return [{**e, "settled": is_settled(e)} for e in learned]
+
+
 def load_results(name_or_dir: str) -> dict:
     """``{"rows", "sweet_spots", "stronger_attacks", "learned_attacks", "attack_reliability",
-    "random_returns", "compute_s", "cost_per_point", "out"}``. A sweep whose points were
+    "random_returns", "compute_s", "cost_per_point", "out"}`` (``learned_attacks`` entries
+    marked by ``mark_settled``). A sweep whose points were
     fine-tuned with several fine-tuning seeds gets no sweet spots:
     ``pruningrl.experiments.replication`` judges it.
 
@@ -573,10 +600,11 @@ def load_results(name_or_dir: str) -> dict:
     grid = grid_of(name_or_dir)
     expected = expected_points(grid) if grid is not None else None
     owed = owed_attacks(grid, RecordStore(folder)) if grid is not None else None
+    settled = settled_series(grid, owed) if grid is not None else None
     replicated = any(r["finetune_seed"] is not None for r in table)
     # points fine-tuned several times are judged as a replication, not by the sweet-spot rule
     judged = [] if replicated else sweet_spots(records, expected, owed=owed)
-    learned = learned_attacks(table, random_returns(records))
+    learned = mark_settled(learned_attacks(table, random_returns(records)), settled)
     return {"out": str(folder), "rows": table, "sweet_spots": judged,
             "learned_attacks": learned,
             "attack_reliability": attack_reliability(learned),
