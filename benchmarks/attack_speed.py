@@ -1,6 +1,7 @@
 """Attack speed: MAD over 50 Hopper episodes, robust Sarsa, and the learned adversaries' MDPs.
 
     .venv/bin/python benchmarks/attack_speed.py [--agent Hopper-v5/ppo/seed0] [--json]
+        [--sections mad sarsa mdp batching]
 
 1. Evaluate 50 deterministic episodes clean and under MAD (10 SGLD steps per state, batched
    over the 10 vectorized envs): wall times, and MAD's cost as a ratio to the clean run.
@@ -80,36 +81,25 @@ def paad_batching(path: Path, eps: float, samples: int) -> dict:
             "same_bits": same}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--agent", default="Hopper-v5/ppo/seed0")
-    parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--sarsa-samples", type=int, default=100_000)
-    parser.add_argument("--ppo-samples", type=int, default=20_480)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    agent, path = load(args.agent), resolve(args.agent)
-    eps = task_eps(agent.env_id) or 0.1
-    report: dict = {"agent": args.agent, "eps": eps}
-
+def mad_speed(agent, eps: float, episodes: int) -> dict:
+    """Clean and MAD evaluation wall times, and MAD's cost as a ratio to the clean run."""
     start = time.perf_counter()
-    clean = evaluate(agent, episodes=args.episodes)
-    report["clean_s"] = round(time.perf_counter() - start, 1)
+    clean = evaluate(agent, episodes=episodes)
+    clean_s = time.perf_counter() - start
     start = time.perf_counter()
-    mad = evaluate(agent, episodes=args.episodes, attack=make_attack("mad", agent, eps))
-    report["mad_s"] = round(time.perf_counter() - start, 1)
-    report["mad_over_clean"] = round(report["mad_s"] / report["clean_s"], 2)
-    report["clean_return"], report["mad_return"] = round(clean.mean_return, 1), round(
-        mad.mean_return, 1)
+    mad = evaluate(agent, episodes=episodes, attack=make_attack("mad", agent, eps))
+    mad_s = time.perf_counter() - start
+    return {"clean_s": round(clean_s, 1), "mad_s": round(mad_s, 1),
+            "mad_over_clean": round(mad_s / clean_s, 2),
+            "clean_return": round(clean.mean_return, 1), "mad_return": round(mad.mean_return, 1)}
 
-    result = train_robust_sarsa(agent, SarsaConfig(samples=args.sarsa_samples))
-    report["sarsa"] = {k: v for k, v in result.report().items() if k != "curve"}
 
+def adversary_mdps(agent, path: Path, eps: float, samples: int) -> dict:
+    """Each adversary MDP's env steps/s against the raw env's, and PPO's samples/s on it."""
     raw = gym.make(agent.env_id, disable_env_checker=True).unwrapped
     raw_rate = env_rate(raw, np.zeros(raw.action_space.shape), 5000)
     raw.close()
-    report["raw_env_steps_per_s"] = round(raw_rate)
+    report: dict = {"raw_env_steps_per_s": round(raw_rate)}
     for name, cls, env_id in (("optimal", OptimalAttackEnv, OPTIMAL_ENV_ID),
                               ("paad", PAADEnv, PAAD_ENV_ID)):
         env = cls(str(path), eps)
@@ -117,32 +107,68 @@ def main() -> int:
         env.close()
         with tempfile.TemporaryDirectory() as folder:
             config = PPOConfig(env_id=env_id, env_kwargs=adversary_env_kwargs(path, eps),
-                               total_steps=args.ppo_samples)
+                               total_steps=samples)
             trained = train(config, Path(folder) / "adversary.safetensors", progress=False)
         report[name] = {"env_steps_per_s": round(rate), "env_over_raw": round(rate / raw_rate, 2),
                         "ppo_samples_per_s": round(trained.samples_per_s)}
-    report["paad_batching"] = paad_batching(path, eps, args.ppo_samples)
+    return report
 
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"{args.agent}, eps {eps}, {args.episodes} episodes")
-        print(f"  clean {report['clean_s']} s (return {report['clean_return']}); MAD "
-              f"{report['mad_s']} s (return {report['mad_return']}): "
-              f"{report['mad_over_clean']}x clean; target < 120 s")
+
+def print_report(report: dict) -> None:
+    print(f"{report['agent']}, eps {report['eps']}")
+    if "mad" in report:
+        r = report["mad"]
+        print(f"  clean {r['clean_s']} s (return {r['clean_return']}); MAD {r['mad_s']} s "
+              f"(return {r['mad_return']}): {r['mad_over_clean']}x clean; target < 120 s")
+    if "sarsa" in report:
         s = report["sarsa"]
         print(f"  robust Sarsa: {s['samples']} samples at {s['samples_per_s']:.0f}/s, "
               f"{s['gradient_steps']} gradient steps, {s['wall_time_s']} s in all, TD RMSE "
               f"{s['td_rmse']} ({s['td_rmse_relative']:.1%} of the targets' RMS)")
+    if "mdp" in report:
+        m = report["mdp"]
         for name in ("optimal", "paad"):
-            r = report[name]
+            r = m[name]
             print(f"  {name} MDP: {r['env_steps_per_s']} steps/s = {r['env_over_raw']}x the raw "
-                  f"env ({report['raw_env_steps_per_s']}/s); PPO on it "
+                  f"env ({m['raw_env_steps_per_s']}/s); PPO on it "
                   f"{r['ppo_samples_per_s']} samples/s")
-        b = report["paad_batching"]
+    if "batching" in report:
+        b = report["batching"]
         print(f"  PA-AD's actor batched over the envs: {b['batched_samples_per_s']} samples/s "
               f"against {b['alone_samples_per_s']} env by env = {b['batched_over_alone']}x; "
               f"same director bits: {b['same_bits']}")
+
+
+SECTIONS = ("mad", "sarsa", "mdp", "batching")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agent", default="Hopper-v5/ppo/seed0")
+    parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--sarsa-samples", type=int, default=100_000)
+    parser.add_argument("--ppo-samples", type=int, default=20_480)
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="which measurements to run (default: all, in the order above)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    agent, path = load(args.agent), resolve(args.agent)
+    eps = task_eps(agent.env_id) or 0.1
+    report: dict = {"agent": args.agent, "eps": eps}
+    if "mad" in args.sections:
+        report["mad"] = mad_speed(agent, eps, args.episodes)
+    if "sarsa" in args.sections:
+        result = train_robust_sarsa(agent, SarsaConfig(samples=args.sarsa_samples))
+        report["sarsa"] = {k: v for k, v in result.report().items() if k != "curve"}
+    if "mdp" in args.sections:
+        report["mdp"] = adversary_mdps(agent, path, eps, args.ppo_samples)
+    if "batching" in args.sections:
+        report["batching"] = paad_batching(path, eps, args.ppo_samples)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print_report(report)
     return 0
 
 
