@@ -99,7 +99,7 @@ class _VictimEnv(gym.Env):
         n = self.agent.policy.obs_dim
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (n,), np.float32)
         self._state = np.zeros(n)
-        self._prepared: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._prepared: tuple[np.ndarray, np.ndarray] | None = None  # (action, z)
         if not self.agent.discrete:
             self._low = self.env.action_space.low
             self._high = self.env.action_space.high
@@ -122,7 +122,7 @@ class _VictimEnv(gym.Env):
         """z(s + delta) for the adversary's action: prepared by ``prepare_steps``, or now."""
         prepared, self._prepared = self._prepared, None
         if prepared is not None and np.array_equal(prepared[0], action):
-            return prepared[2]
+            return prepared[1]
         delta = self._perturbation(action)
         _check_delta(delta[None], self.eps, self.norm)
         return self.mlp((self._state + delta)[None])[0]
@@ -181,7 +181,7 @@ class PAADEnv(_VictimEnv):
         _check_delta(delta[:, 0], first.eps, first.norm)
         z = first.mlp(states + delta)
         for i, env in enumerate(envs):
-            env._prepared = (act[i, 0], delta[i, 0], z[i, 0])
+            env._prepared = (act[i, 0], z[i, 0])
 
 
 for _id, _entry in ((OPTIMAL_ENV_ID, OptimalAttackEnv), (PAAD_ENV_ID, PAADEnv)):
